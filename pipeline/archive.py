@@ -1,0 +1,143 @@
+"""The archive: one data home's database and recordings, read side.
+
+``Archive(home)`` is what the CLI (and, later, the Python API and the web
+page) call to search, list sessions and fetch moments; the write side is
+the indexer process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import selectinload
+
+from . import replay, schema
+from .config import Home, resolve_home
+from .database import db_errors, migrate, open_database
+from .errors import NotFoundError
+from .search import Hit, search
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A row of `pipeline sessions`."""
+
+    id: int
+    key: str
+    source_kind: str
+    source: str
+    started_at: datetime
+    seconds: float
+    segments: int
+    utterances: int
+    words: int
+    status: str
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A stretch of one session's audio, ready to be written or played."""
+
+    frames: np.ndarray
+    rate: int
+    session_id: int
+    start: float
+    end: float
+
+
+class Archive:
+    """Read access to a data home: search, sessions, moments."""
+
+    def __init__(self, home: Home | str | Path | None = None) -> None:
+        self.home = home if isinstance(home, Home) else resolve_home(home)
+        self.engine = open_database(self.home, readonly=True)
+        migrate(self.engine)
+
+    def search(self, query: str, *, limit: int = 20) -> list[Hit]:
+        return search(self.engine, query, limit=limit)
+
+    def sessions(self) -> list[SessionInfo]:
+        utt_counts = (
+            select(schema.Utterance.session_id, func.count().label("n"))
+            .group_by(schema.Utterance.session_id)
+            .subquery()
+        )
+        word_counts = (
+            select(schema.Utterance.session_id, func.count(schema.Word.id).label("n"))
+            .join(schema.Word)
+            .group_by(schema.Utterance.session_id)
+            .subquery()
+        )
+        seg_counts = (
+            select(schema.Segment.session_id, func.count().label("n"))
+            .group_by(schema.Segment.session_id)
+            .subquery()
+        )
+        stmt = (
+            select(
+                schema.Session,
+                func.coalesce(seg_counts.c.n, 0),
+                func.coalesce(utt_counts.c.n, 0),
+                func.coalesce(word_counts.c.n, 0),
+            )
+            .outerjoin(seg_counts, seg_counts.c.session_id == schema.Session.id)
+            .outerjoin(utt_counts, utt_counts.c.session_id == schema.Session.id)
+            .outerjoin(word_counts, word_counts.c.session_id == schema.Session.id)
+            .order_by(schema.Session.started_at.desc())
+        )
+        with db_errors(self.engine), DbSession(self.engine) as db:
+            return [
+                SessionInfo(
+                    s.id,
+                    s.key,
+                    s.source_kind,
+                    s.source,
+                    s.started_at,
+                    s.seconds,
+                    segs,
+                    utts,
+                    words,
+                    s.status,
+                )
+                for s, segs, utts, words in db.execute(stmt)
+            ]
+
+    def moment(
+        self,
+        hit_id: int,
+        *,
+        before: float = replay.DEFAULT_PADDING_SECONDS,
+        after: float = replay.DEFAULT_PADDING_SECONDS,
+    ) -> Moment:
+        """The audio of utterance ``hit_id`` with ``before``/``after`` seconds around it."""
+        with db_errors(self.engine), DbSession(self.engine) as db:
+            utt = db.scalar(
+                select(schema.Utterance)
+                .where(schema.Utterance.id == hit_id)
+                .options(
+                    selectinload(schema.Utterance.session).selectinload(schema.Session.segments)
+                )
+            )
+            if utt is None:
+                raise NotFoundError(f"no hit with id {hit_id}; run `pipeline search` for ids")
+            session = utt.session
+            start = max(0.0, utt.start - max(0.0, before))
+            end = utt.end + max(0.0, after)
+            frames = replay.read_span(self.home.recordings, session, start, end)
+            return Moment(
+                frames, session.rate, session.id, start, start + len(frames) / session.rate
+            )
+
+    def clip(self, hit_id: int, out: str | Path, **padding: float) -> Path:
+        m = self.moment(hit_id, **padding)
+        return replay.write_clip(m.frames, m.rate, Path(out))
+
+    def play(self, hit_id: int, **padding: float) -> Moment:
+        m = self.moment(hit_id, **padding)
+        replay.play(m.frames, m.rate)
+        return m

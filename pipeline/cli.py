@@ -1,0 +1,259 @@
+"""The `pipeline` command: parse, call the core, print. Nothing else lives here.
+
+Every command is one call into the library. A :class:`PipelineError` raised
+anywhere below is turned into one line on stderr and its exit code in
+exactly one place, :class:`_Commands.invoke`; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from .archive import Archive
+from .config import DEFAULT_SEGMENT_SECONDS, resolve_home
+from .errors import CaptureError, PartialFailure, PipelineError
+from .messages import SessionIndexed, SourceFailed
+from .recognize import EngineSpec
+from .replay import DEFAULT_PADDING_SECONDS
+from .search import Hit
+from .supervisor import ingest as run_ingest
+
+
+class _Commands(TyperGroup):
+    """Maps PipelineError to one line and an exit code, for every command."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PipelineError as exc:
+            _fail(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _fail("interrupted; finished segments and indexed words are kept")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Record, transcribe and search what was said on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Data home (default: $PIPELINE_HOME, else the user data dir).",
+        show_default=False,
+    ),
+]
+Before = Annotated[float, typer.Option(help="Seconds of audio before the moment.")]
+After = Annotated[float, typer.Option(help="Seconds of audio after the moment.")]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {' '.join(message.split())}", markup=True, highlight=False)
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG; any rate).")],
+    home: HomeOption = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Vosk model folder (default: PocketSphinx US English, bundled)."),
+    ] = None,
+    segment_seconds: Annotated[
+        float, typer.Option(help="Length of each recorded segment file.")
+    ] = DEFAULT_SEGMENT_SECONDS,
+    realtime: Annotated[bool, typer.Option(help="Pace the files at 1x, like live audio.")] = False,
+) -> None:
+    """Transcribe audio files into the archive so they can be searched."""
+    h = resolve_home(home)
+    spec = EngineSpec.from_options(model)
+
+    def show(event) -> None:
+        if isinstance(event, SourceFailed):
+            _fail(event.message)
+        elif isinstance(event, SessionIndexed):
+            out.print(
+                f"indexed [bold]{event.source}[/]: {_duration(event.seconds)}, "
+                f"{event.utterances} utterances, {event.words} words (session {event.session_id})"
+            )
+
+    with err.status(f"ingesting {len(files)} file(s) into {h.root}…"):
+        report = run_ingest(
+            files, h, spec, segment_seconds=segment_seconds, realtime=realtime, on_event=show
+        )
+    if report.failed and not report.indexed:
+        raise typer.Exit(CaptureError.exit_code)
+    if report.failed:
+        raise PartialFailure(
+            f"{len(report.failed)} of {len(files)} files could not be ingested (see above); "
+            "the others are indexed"
+        )
+
+
+@app.command()
+def search(
+    phrase: Annotated[str, typer.Argument(help="Words to find, as a phrase.")],
+    home: HomeOption = None,
+    limit: Annotated[int, typer.Option(help="Most hits to show.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Find where a phrase was said, newest first."""
+    hits = Archive(home).search(phrase, limit=limit)
+    if as_json:
+        out.print_json(json.dumps({"query": phrase, "hits": [_hit_json(h) for h in hits]}))
+        return
+    if not hits:
+        err.print(f"no match for {phrase!r}")
+        return
+    table = Table("id", "when", "session", "where", "text", header_style="bold")
+    for h in hits:
+        where = f"{h.segment} @ {_clock(h.segment_offset)}" if h.segment else "(audio gone)"
+        table.add_row(str(h.id), _local(h.at), str(h.session_id), where, _highlight(h))
+    out.print(table)
+
+
+@app.command()
+def play(
+    hit_id: Annotated[int, typer.Argument(help="A hit id from `pipeline search`.")],
+    home: HomeOption = None,
+    before: Before = DEFAULT_PADDING_SECONDS,
+    after: After = DEFAULT_PADDING_SECONDS,
+) -> None:
+    """Play a moment through the default output device."""
+    archive = Archive(home)
+    m = archive.moment(hit_id, before=before, after=after)
+    out.print(
+        f"playing hit {hit_id}: session {m.session_id}, "
+        f"{_clock(m.start)}–{_clock(m.end)} ({m.end - m.start:.1f} s)"
+    )
+    from .replay import play as play_frames
+
+    play_frames(m.frames, m.rate)
+
+
+@app.command()
+def clip(
+    hit_id: Annotated[int, typer.Argument(help="A hit id from `pipeline search`.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="File to write (.wav, .flac, .ogg).")
+    ],
+    home: HomeOption = None,
+    before: Before = DEFAULT_PADDING_SECONDS,
+    after: After = DEFAULT_PADDING_SECONDS,
+) -> None:
+    """Cut a moment (with context) into an audio file."""
+    archive = Archive(home)
+    m = archive.moment(hit_id, before=before, after=after)
+    from .replay import write_clip
+
+    path = write_clip(m.frames, m.rate, output)
+    out.print(
+        f"wrote {path} ({m.end - m.start:.1f} s of session {m.session_id}, "
+        f"{_clock(m.start)}–{_clock(m.end)})"
+    )
+
+
+@app.command()
+def sessions(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List what has been recorded or ingested, newest first."""
+    rows = Archive(home).sessions()
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [{**r.__dict__, "started_at": r.started_at.astimezone().isoformat()} for r in rows]
+            )
+        )
+        return
+    table = Table(
+        "id",
+        "started",
+        "length",
+        "source",
+        "utterances",
+        "words",
+        "segments",
+        "status",
+        header_style="bold",
+    )
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            _local(r.started_at),
+            _duration(r.seconds),
+            r.source,
+            str(r.utterances),
+            str(r.words),
+            str(r.segments),
+            r.status,
+        )
+    out.print(table)
+
+
+# --- formatting ------------------------------------------------------------------
+
+
+def _hit_json(h: Hit) -> dict:
+    return {
+        "id": h.id,
+        "at": h.at.astimezone().isoformat(timespec="milliseconds"),
+        "session_id": h.session_id,
+        "session": h.session_key,
+        "source": h.source,
+        "start": round(h.start, 3),
+        "end": round(h.end, 3),
+        "segment": h.segment,
+        "segment_offset": None if h.segment_offset is None else round(h.segment_offset, 3),
+        "text": h.text,
+        "match": " ".join(h.words[h.match[0] : h.match[1]]),
+    }
+
+
+def _highlight(h: Hit) -> Text:
+    text = Text()
+    for i, word in enumerate(h.words):
+        if i:
+            text.append(" ")
+        text.append(word, style="bold reverse" if h.match[0] <= i < h.match[1] else "")
+    return text
+
+
+def _local(at: datetime) -> str:
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
+
+
+def _duration(seconds: float) -> str:
+    return _clock(seconds)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()

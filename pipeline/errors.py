@@ -1,0 +1,116 @@
+"""Every error a user can cause or meet, in one hierarchy.
+
+Each class names the stage it belongs to and carries a message that says
+what went wrong *and what to do*. The CLI catches :class:`PipelineError` in
+one place, prints ``str(error)`` on one line and exits with ``exit_code``;
+anything else escaping is a bug and may show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class: a failure the user can act on, shown as one line."""
+
+    exit_code = 1
+
+
+# --- configuration and data home -------------------------------------------
+
+
+class ConfigError(PipelineError):
+    """A setting, option or data-home path is unusable."""
+
+    exit_code = 2
+
+
+# --- capture (sources) -------------------------------------------------------
+
+
+class CaptureError(PipelineError):
+    """An audio source cannot be opened or read."""
+
+    exit_code = 3
+
+
+class SourceFileError(CaptureError):
+    """An input file is missing, a directory, empty or not audio."""
+
+
+# --- recognition ------------------------------------------------------------
+
+
+class RecognizerError(PipelineError):
+    """The speech recognizer failed while transcribing."""
+
+    exit_code = 4
+
+
+class ModelError(RecognizerError):
+    """A recognizer model is missing or unusable."""
+
+
+# --- index (database) -------------------------------------------------------
+
+
+class IndexerError(PipelineError):
+    """The database cannot be opened, migrated or written."""
+
+    exit_code = 5
+
+
+class DatabaseLockedError(IndexerError):
+    """Another process holds the database lock for too long."""
+
+
+# --- search and replay ------------------------------------------------------
+
+
+class QueryError(PipelineError):
+    """A search query cannot be run as given."""
+
+    exit_code = 6
+
+
+class NotFoundError(PipelineError):
+    """An id (hit, session) names nothing in the archive."""
+
+    exit_code = 7
+
+
+class ReplayError(PipelineError):
+    """Audio for a moment cannot be read, written or played."""
+
+    exit_code = 8
+
+
+# --- supervision ------------------------------------------------------------
+
+
+class ProcessDiedError(PipelineError):
+    """A child process (capture, recognizer, indexer) ended unexpectedly."""
+
+    exit_code = 9
+
+
+class PartialFailure(PipelineError):
+    """Some inputs failed while the others were processed."""
+
+    exit_code = 10
+
+
+__all__ = [
+    "CaptureError",
+    "ConfigError",
+    "DatabaseLockedError",
+    "IndexerError",
+    "ModelError",
+    "NotFoundError",
+    "PartialFailure",
+    "PipelineError",
+    "ProcessDiedError",
+    "QueryError",
+    "RecognizerError",
+    "ReplayError",
+    "SourceFileError",
+]

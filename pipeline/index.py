@@ -1,0 +1,158 @@
+"""The indexer: the single writer of the archive's database.
+
+It receives sessions and segments from capture and utterances from the
+recognizer, and writes them in short transactions (one per batch of
+whatever is waiting), so searchers never wait long. Messages can arrive
+out of causal order across the two queues' producers, so anything about a
+session not yet known is held until the session's start arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session as DbSession
+
+from . import schema
+from .config import Home
+from .database import db_errors, open_database
+from .errors import PipelineError
+from .messages import (
+    ChildFailed,
+    SegmentClosed,
+    SessionEnded,
+    SessionIndexed,
+    SessionStarted,
+    SourceFailed,
+    Stop,
+    Utterance,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 200  # messages per transaction at most
+QUEUE_POLL_SECONDS = 0.25
+
+
+class Indexer:
+    """Writes pipeline messages into the database; usable in-process by tests and tools."""
+
+    def __init__(self, engine, report=None) -> None:
+        self.engine = engine
+        self.report = report or (lambda message: None)
+        self._ids: dict[str, int] = {}  # session key → row id
+        self._started: dict[str, datetime] = {}  # session key → UTC wall-clock of frame 0
+        self._waiting: dict[str, list] = defaultdict(list)
+        self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
+
+    def write(self, messages: list) -> None:
+        """Write a batch of messages in one transaction."""
+        after: list = []
+        with db_errors(self.engine), DbSession(self.engine) as db, db.begin():
+            for msg in messages:
+                self._write_one(db, msg, after)
+        for item in after:
+            self.report(item)
+
+    def _write_one(self, db: DbSession, msg, after: list) -> None:
+        if isinstance(msg, SessionStarted):
+            row = schema.Session(
+                key=msg.key,
+                source_kind=msg.source_kind,
+                source=msg.source,
+                started_at=msg.started_at,
+                rate=msg.rate,
+                channels=msg.channels,
+                status="recording",
+            )
+            db.add(row)
+            db.flush()
+            self._ids[msg.key] = row.id
+            self._started[msg.key] = msg.started_at
+            for held in self._waiting.pop(msg.key, []):
+                self._write_one(db, held, after)
+            return
+        if isinstance(msg, SourceFailed):
+            if msg.session in self._ids:
+                db.get(schema.Session, self._ids[msg.session]).status = "failed"
+            after.append(msg)
+            return
+        session_id = self._ids.get(msg.session)
+        if session_id is None:
+            self._waiting[msg.session].append(msg)
+            return
+        if isinstance(msg, SegmentClosed):
+            db.add(
+                schema.Segment(
+                    session_id=session_id,
+                    path=msg.path,
+                    offset=msg.offset,
+                    frames=msg.frames,
+                    rate=msg.rate,
+                    channels=msg.channels,
+                    started_at=msg.started_at,
+                )
+            )
+        elif isinstance(msg, Utterance):
+            self._add_utterance(db, session_id, self._started[msg.session], msg)
+        elif isinstance(msg, SessionEnded):
+            row = db.get(schema.Session, session_id)
+            row.frames = msg.frames
+            if row.status == "recording":
+                row.status = "complete"
+            utts, words = self._counts.pop(msg.session, [0, 0])
+            after.append(
+                SessionIndexed(
+                    msg.session, session_id, row.source, msg.frames / msg.rate, utts, words
+                )
+            )
+
+    def _add_utterance(
+        self, db: DbSession, session_id: int, started_at: datetime, msg: Utterance
+    ) -> None:
+        utt = schema.Utterance(
+            session_id=session_id,
+            start=msg.start,
+            end=msg.end,
+            at=started_at + timedelta(seconds=msg.start),
+            text=msg.text,
+            engine=msg.engine,
+        )
+        utt.words = [
+            schema.Word(idx=i, text=w.text, start=w.start, end=w.end, confidence=w.confidence)
+            for i, w in enumerate(msg.words)
+        ]
+        db.add(utt)
+        counts = self._counts[msg.session]
+        counts[0] += 1
+        counts[1] += len(msg.words)
+
+
+def run_indexer(home_root: str, index_q, report_q, producers: int) -> None:
+    """Process body: write what arrives on ``index_q`` until every producer sent STOP."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        engine = open_database(Home(Path(home_root)))
+        indexer = Indexer(engine, report_q.put)
+        stops = 0
+        while stops < producers:
+            batch = [index_q.get()]
+            while len(batch) < BATCH_MAX:
+                try:
+                    batch.append(index_q.get_nowait())
+                except queue.Empty:
+                    break
+            stops += sum(isinstance(m, Stop) for m in batch)
+            failures = [m for m in batch if isinstance(m, ChildFailed)]
+            for failure in failures:
+                report_q.put(failure)
+            indexer.write([m for m in batch if not isinstance(m, Stop | ChildFailed)])
+    except PipelineError as exc:
+        report_q.put(ChildFailed("indexer", str(exc), type(exc).__name__))
+        raise SystemExit(1) from exc
+    report_q.put(Stop("indexer"))

@@ -1,0 +1,136 @@
+"""The messages that travel between pipeline's processes.
+
+Small frozen dataclasses, pickled through ``multiprocessing`` queues::
+
+    capture ──Audio──▶ recognizer ──Utterance──▶ indexer
+       └──SessionStarted / SegmentClosed / SessionEnded──▶ indexer
+
+Every stage forwards :data:`STOP` when its input ends, so whatever was in
+flight is finished before the processes exit. Times inside a session are
+*session-absolute*: sample offsets (``offset``) counted at the source's rate
+from the session's first frame, or seconds from that frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The end of a producer's stream; ``sender`` names who sent it."""
+
+    sender: str = ""
+
+
+STOP = Stop()
+
+
+def is_stop(message: object) -> bool:
+    return isinstance(message, Stop)
+
+
+@dataclass(frozen=True)
+class SessionStarted:
+    """A source began: the session's identity and audio format."""
+
+    key: str
+    source_kind: str  # "file", later "system", "mic"
+    source: str  # path or device name
+    started_at: datetime  # UTC wall-clock time of frame 0
+    rate: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Raw interleaved int16 frames at the source's rate, starting at ``offset``."""
+
+    session: str
+    offset: int  # session-absolute frame index of the first frame
+    rate: int
+    channels: int
+    pcm: bytes
+
+    @property
+    def frames(self) -> int:
+        return len(self.pcm) // (2 * self.channels)
+
+
+@dataclass(frozen=True)
+class SegmentClosed:
+    """A finished audio segment file, renamed from ``*.wav.part``."""
+
+    session: str
+    path: str  # relative to the recordings folder
+    offset: int  # session-absolute frame index of its first frame
+    frames: int
+    rate: int
+    channels: int
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """A source ended normally after ``frames`` frames."""
+
+    session: str
+    frames: int
+    rate: int
+
+
+@dataclass(frozen=True)
+class SourceFailed:
+    """A source could not be read; ``message`` is the one-line reason."""
+
+    source: str
+    message: str
+    session: str | None = None
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognized word; times in seconds, session-absolute."""
+
+    text: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One stretch of speech between two pauses, with its words."""
+
+    session: str
+    start: float
+    end: float
+    words: tuple[Word, ...]
+    engine: str
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+
+@dataclass(frozen=True)
+class SessionIndexed:
+    """Sent by the indexer to the supervisor once a session is fully committed."""
+
+    session: str
+    session_id: int
+    source: str
+    seconds: float
+    utterances: int
+    words: int
+
+
+@dataclass(frozen=True)
+class ChildFailed:
+    """A child process is about to exit because of an error it could not handle."""
+
+    stage: str
+    message: str
+    error_type: str = "PipelineError"
+    details: dict = field(default_factory=dict)

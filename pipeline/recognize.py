@@ -1,0 +1,331 @@
+"""Speech recognition: engines behind one small interface, and the recognizer process.
+
+An :class:`Engine` turns one utterance of 16-bit mono PCM at ``engine.rate``
+into words with times relative to that utterance. Everything around it is
+shared by all engines and lives in :class:`Transcriber`: down-mixing,
+resampling to the engine's rate with soxr (the engine's rate must equal the
+audio's), splitting the stream into utterances with PocketSphinx's voice
+activity :class:`~pocketsphinx.Endpointer`, and turning utterance-relative
+times into session-absolute ones by integer sample counting, so times stay
+exact however long a session runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import soxr
+
+from .errors import ModelError, PipelineError
+from .messages import (
+    Audio,
+    ChildFailed,
+    SessionEnded,
+    SessionStarted,
+    Stop,
+    Utterance,
+    Word,
+)
+
+log = logging.getLogger(__name__)
+
+QUEUE_POLL_SECONDS = 0.5
+MAX_UTTERANCE_SECONDS = 30.0  # force a cut in endless speech (music, TV) to keep latency low
+GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
+ENDPOINTER_WINDOW = 0.3
+ENDPOINTER_RATIO = 0.9
+
+RawWord = tuple[str, float, float, float]  # text, start, end, confidence (utterance-relative)
+
+
+class Engine(Protocol):
+    """What the pipeline needs of a speech recognizer."""
+
+    name: str
+    rate: int
+
+    def transcribe(self, pcm: bytes) -> list[RawWord]:
+        """Words of one utterance of int16 mono PCM, times relative to its start."""
+        ...
+
+
+# --- engines ---------------------------------------------------------------
+
+_FILLER = re.compile(r"^[<\[].*[>\]]$")  # <s>, </s>, <sil>, [NOISE], [SPEECH]
+_ALT_PRON = re.compile(r"\(\d+\)$")  # "the(2)": an alternative pronunciation
+
+
+class PocketSphinxEngine:
+    """PocketSphinx with its bundled US-English model: offline, nothing to download."""
+
+    rate = 16000
+    frames_per_second = 100
+
+    def __init__(self) -> None:
+        from pocketsphinx import Decoder
+
+        self._decoder = Decoder(samprate=self.rate, loglevel="FATAL")
+        self.name = "pocketsphinx:en-us"
+
+    def transcribe(self, pcm: bytes) -> list[RawWord]:
+        d = self._decoder
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        logmath = d.logmath
+        words: list[RawWord] = []
+        for seg in d.seg():
+            if _FILLER.match(seg.word):
+                continue
+            text = _ALT_PRON.sub("", seg.word)
+            start = seg.start_frame / self.frames_per_second
+            end = (seg.end_frame + 1) / self.frames_per_second
+            words.append((text, start, end, min(1.0, logmath.exp(seg.prob))))
+        return words
+
+
+class VoskEngine:
+    """Vosk (Kaldi) with a model folder; a fresh recognizer per utterance keeps memory flat."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        import vosk
+
+        path = Path(model_path)
+        check_vosk_model(path)
+        vosk.SetLogLevel(-1)
+        try:
+            self._model = vosk.Model(str(path))
+        except Exception as exc:  # vosk raises a bare Exception on a bad model
+            raise ModelError(f"Vosk could not load the model at {path}: {exc}") from exc
+        self._recognizer_class = vosk.KaldiRecognizer
+        self.rate = _vosk_model_rate(path)
+        self.name = f"vosk:{path.name}"
+
+    def transcribe(self, pcm: bytes) -> list[RawWord]:
+        rec = self._recognizer_class(self._model, self.rate)
+        rec.SetWords(True)
+        results = []
+        step = self.rate // 4 * 2  # a quarter second of bytes
+        for i in range(0, len(pcm), step):
+            if rec.AcceptWaveform(pcm[i : i + step]):
+                results.append(json.loads(rec.Result()))
+        results.append(json.loads(rec.FinalResult()))
+        return [
+            (w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
+            for r in results
+            for w in r.get("result", [])
+        ]
+
+
+def check_vosk_model(path: Path) -> None:
+    """A Vosk model is a folder with ``am/`` (or ``final.mdl``) and ``conf/``."""
+    if not path.exists():
+        raise ModelError(f"no Vosk model at {path}; give the folder of an unpacked Vosk model")
+    if not path.is_dir():
+        raise ModelError(f"{path} is a file; --model wants the folder of an unpacked Vosk model")
+    if not (path / "conf").is_dir() or not (
+        (path / "am").is_dir() or (path / "final.mdl").exists()
+    ):
+        raise ModelError(
+            f"{path} does not look like a Vosk model (no conf/ and am/ inside); "
+            "give the folder that contains them"
+        )
+
+
+def _vosk_model_rate(path: Path) -> int:
+    """The model's sample rate from conf/mfcc.conf (Kaldi's default is 16 kHz)."""
+    mfcc = path / "conf" / "mfcc.conf"
+    if mfcc.exists():
+        m = re.search(r"--sample-frequency=(\d+)", mfcc.read_text())
+        if m:
+            return int(m.group(1))
+    return 16000
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine to build; picklable so the recognizer process can build it."""
+
+    kind: str = "pocketsphinx"
+    model: str | None = None
+
+    @classmethod
+    def from_options(cls, model: str | Path | None) -> EngineSpec:
+        if model is None:
+            return cls()
+        path = Path(model).expanduser().resolve()
+        check_vosk_model(path)
+        return cls("vosk", str(path))
+
+    def build(self) -> Engine:
+        if self.kind == "vosk":
+            return VoskEngine(self.model or "")
+        return PocketSphinxEngine()
+
+
+# --- utterances ---------------------------------------------------------------
+
+
+class Transcriber:
+    """One session's stream → utterances with session-absolute word times.
+
+    Feed it the session's raw frames in order; it returns the utterances
+    that ended in them. Gaps in the frame offsets are filled with silence so
+    the engine's clock and the session's stay one.
+    """
+
+    def __init__(self, engine: Engine, session: str, rate: int, channels: int) -> None:
+        from pocketsphinx import Endpointer
+
+        self.engine = engine
+        self.session = session
+        self.source_rate = rate
+        self.channels = channels
+        self._next_offset = 0  # next expected source frame
+        self._resampler = (
+            soxr.ResampleStream(rate, engine.rate, 1, dtype="int16")
+            if rate != engine.rate
+            else None
+        )
+        self._ep = Endpointer(
+            window=ENDPOINTER_WINDOW, ratio=ENDPOINTER_RATIO, sample_rate=engine.rate
+        )
+        self._frame_samples = self._ep.frame_bytes // 2
+        self._pending = np.zeros(0, dtype=np.int16)  # resampled, not yet a whole VAD frame
+        self._speech: list[bytes] = []
+        self._speech_samples = 0
+        self._speech_start = 0  # engine-rate sample where the current utterance began
+        self._cut = False  # the last utterance was cut short in the middle of speech
+        self._max_samples = int(MAX_UTTERANCE_SECONDS * engine.rate)
+
+    def feed(self, audio: Audio) -> list[Utterance]:
+        out: list[Utterance] = []
+        while audio.offset > self._next_offset:  # a gap: silence keeps the clock true
+            gap = min(audio.offset - self._next_offset, GAP_CHUNK_SECONDS * self.source_rate)
+            self._next_offset += gap
+            out += self._feed_mono(np.zeros(gap, dtype=np.int16))
+        frames = np.frombuffer(audio.pcm, dtype=np.int16).reshape(-1, audio.channels)
+        if audio.offset < self._next_offset:  # overlap (a restarted source): skip what we had
+            frames = frames[self._next_offset - audio.offset :]
+        self._next_offset += len(frames)
+        return out + self._feed_mono(_downmix(frames))
+
+    def finish(self) -> list[Utterance]:
+        """Flush the resampler and the endpointer: the session's last utterance."""
+        out: list[Utterance] = []
+        if self._resampler is not None:
+            out += self._to_endpointer(
+                self._resampler.resample_chunk(np.zeros(0, np.int16), last=True)
+            )
+        rest, self._pending = self._pending.tobytes(), np.zeros(0, dtype=np.int16)
+        speech = self._ep.end_stream(rest)
+        if speech is not None:
+            self._take(speech)
+        if self._speech:
+            out += self._emit()
+        return out
+
+    def _feed_mono(self, mono: np.ndarray) -> list[Utterance]:
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        return self._to_endpointer(mono)
+
+    def _to_endpointer(self, samples: np.ndarray) -> list[Utterance]:
+        buf = np.concatenate([self._pending, samples]) if len(self._pending) else samples
+        n = len(buf) // self._frame_samples * self._frame_samples
+        self._pending = buf[n:].copy()
+        out: list[Utterance] = []
+        for i in range(0, n, self._frame_samples):
+            frame = buf[i : i + self._frame_samples].tobytes()
+            speech = self._ep.process(frame)
+            if speech is None:
+                continue
+            self._take(speech)
+            too_long = self._speech_samples >= self._max_samples
+            if not self._ep.in_speech or too_long:
+                out += self._emit()
+        return out
+
+    def _take(self, speech: bytes) -> None:
+        """Collect speech; its first frame dates the utterance.
+
+        The endpointer hands frames back a window late, so the utterance's
+        start is its ``speech_start``, counted from this session's first
+        frame; after a forced cut the next piece starts where the last ended.
+        """
+        if not self._speech and not self._cut:
+            self._speech_start = round(self._ep.speech_start * self.engine.rate)
+        self._speech.append(speech)
+        self._speech_samples += len(speech) // 2
+
+    def _emit(self) -> list[Utterance]:
+        pcm = b"".join(self._speech)
+        offset = self._speech_start / self.engine.rate
+        duration = len(pcm) / 2 / self.engine.rate
+        self._speech, self._speech_samples = [], 0
+        self._cut = self._ep.in_speech  # cut mid-speech: the next piece follows on
+        self._speech_start += len(pcm) // 2
+        raw = self.engine.transcribe(pcm)
+        if not raw:
+            return []
+        words = tuple(
+            Word(text, round(offset + max(0.0, s), 3), round(offset + min(duration, e), 3), c)
+            for text, s, e, c in raw
+        )
+        return [
+            Utterance(
+                self.session, round(offset, 3), round(offset + duration, 3), words, self.engine.name
+            )
+        ]
+
+
+def _downmix(frames: np.ndarray) -> np.ndarray:
+    if frames.shape[1] == 1:
+        return frames[:, 0]
+    return frames.mean(axis=1).astype(np.int16)
+
+
+# --- the process ------------------------------------------------------------
+
+
+def run_recognizer(spec: EngineSpec, audio_q, index_q, *, sender: str = "recognizer") -> None:
+    """Process body: Audio from ``audio_q`` → Utterances on ``index_q`` until STOP.
+
+    Runs until the STOP sentinel arrives, so every captured frame is
+    recognized before it exits; the supervisor, not SIGINT, decides when.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        engine = spec.build()
+        transcribers: dict[str, Transcriber] = {}
+        while True:
+            msg = audio_q.get()
+            if isinstance(msg, Stop):
+                for t in transcribers.values():
+                    _send(index_q, t.finish())
+                break
+            if isinstance(msg, SessionStarted):
+                transcribers[msg.key] = Transcriber(engine, msg.key, msg.rate, msg.channels)
+            elif isinstance(msg, Audio):
+                _send(index_q, transcribers[msg.session].feed(msg))
+            elif isinstance(msg, SessionEnded):
+                t = transcribers.pop(msg.session, None)
+                if t is not None:
+                    _send(index_q, t.finish())
+                index_q.put(msg)  # after its last utterance: the session is complete
+    except PipelineError as exc:
+        index_q.put(ChildFailed("recognizer", str(exc), type(exc).__name__))
+        raise SystemExit(1) from exc
+    index_q.put(Stop(sender))
+
+
+def _send(q, utterances: list[Utterance]) -> None:
+    for u in utterances:
+        q.put(u)

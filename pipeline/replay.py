@@ -1,0 +1,78 @@
+"""Hearing a moment again: read a stretch of a session across its segments.
+
+A session's audio is a row of segment files; a moment may straddle two.
+:func:`read_span` stitches the frames of every segment that overlaps the
+stretch (silence where a segment is missing from the row, an error where
+its file is gone), and :func:`write_clip` / :func:`play` use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from . import schema
+from .errors import ReplayError
+
+DEFAULT_PADDING_SECONDS = 1.5
+
+
+def read_span(recordings: Path, session: schema.Session, start: float, end: float) -> np.ndarray:
+    """Frames [start, end) seconds of a session as int16 (frames × channels)."""
+    rate, channels = session.rate, session.channels
+    first = max(0, round(start * rate))
+    last = max(first, round(end * rate))
+    if session.frames is not None:
+        last = min(last, session.frames)
+    out = np.zeros((max(0, last - first), channels), dtype=np.int16)
+    for seg in session.segments:
+        lo, hi = max(first, seg.offset), min(last, seg.offset + seg.frames)
+        if lo >= hi:
+            continue
+        path = recordings / seg.path
+        try:
+            with sf.SoundFile(path) as f:
+                f.seek(lo - seg.offset)
+                data = f.read(hi - lo, dtype="int16", always_2d=True)
+        except (sf.LibsndfileError, OSError) as exc:
+            raise ReplayError(
+                f"the audio file {path} is missing or unreadable ({exc}); "
+                "this moment's audio cannot be played"
+            ) from exc
+        out[lo - first : lo - first + len(data)] = data
+    return out
+
+
+def write_clip(frames: np.ndarray, rate: int, out: Path) -> Path:
+    """Write frames to ``out``; the format follows the extension (.wav, .flac, .ogg)."""
+    out = Path(out).expanduser()
+    fmt = sf.check_format
+    ext = out.suffix.lstrip(".").upper()
+    if not ext or not fmt(ext):
+        raise ReplayError(f"cannot tell the audio format of {out}; end it in .wav, .flac or .ogg")
+    if out.is_dir():
+        raise ReplayError(f"{out} is a folder; give a file name such as {out}/moment.wav")
+    try:
+        sf.write(out, frames, rate, format=ext)
+    except (sf.LibsndfileError, OSError) as exc:
+        raise ReplayError(
+            f"cannot write {out} ({exc}); check the folder exists and is writable"
+        ) from exc
+    return out
+
+
+def play(frames: np.ndarray, rate: int) -> None:
+    """Play frames on the default output device and wait until they are done."""
+    try:
+        import sounddevice as sd
+
+        sd.play(frames, rate)
+        sd.wait()
+    except (OSError, Exception) as exc:  # PortAudioError, missing libportaudio, no device
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ReplayError(
+            f"cannot play audio here ({exc}); save the moment with `pipeline clip ID -o FILE.wav`"
+        ) from exc

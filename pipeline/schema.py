@@ -1,0 +1,126 @@
+"""The archive's tables, as SQLAlchemy 2.0 models.
+
+Alembic's migrations in ``alembic/versions`` create and upgrade these tables;
+the models are what the code reads and writes. Times inside a session are
+seconds from the session's first frame (``start``/``end``); ``started_at``
+columns are UTC wall-clock times, and ``utterances.at`` denormalises the
+utterance's wall-clock start so "newest first" and date filters need no join.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Session(Base):
+    """One continuous recording: an ingested file, later a live source."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rate: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="recording")
+
+    segments: Mapped[list[Segment]] = relationship(
+        back_populates="session", order_by="Segment.offset"
+    )
+
+    @property
+    def seconds(self) -> float:
+        return (self.frames or 0) / self.rate
+
+
+class Segment(Base):
+    """One audio file of a session; ``offset`` is its first frame in the session."""
+
+    __tablename__ = "segments"
+    __table_args__ = (Index("ix_segments_session_offset", "session_id", "offset"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    offset: Mapped[int] = mapped_column(Integer)
+    frames: Mapped[int] = mapped_column(Integer)
+    rate: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    session: Mapped[Session] = relationship(back_populates="segments")
+
+    @property
+    def start(self) -> float:
+        return self.offset / self.rate
+
+    @property
+    def end(self) -> float:
+        return (self.offset + self.frames) / self.rate
+
+
+class Utterance(Base):
+    """Speech between two pauses; its text is what the FTS5 index searches."""
+
+    __tablename__ = "utterances"
+    __table_args__ = (
+        Index("ix_utterances_at", "at"),
+        Index("ix_utterances_session_start", "session_id", "start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    text: Mapped[str] = mapped_column(Text)
+    engine: Mapped[str] = mapped_column(String(128))
+
+    words: Mapped[list[Word]] = relationship(back_populates="utterance", order_by="Word.idx")
+    session: Mapped[Session] = relationship()
+
+
+class Word(Base):
+    """One recognized word with its session-absolute times and confidence."""
+
+    __tablename__ = "words"
+    __table_args__ = (Index("ix_words_utterance_idx", "utterance_id", "idx"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    utterance_id: Mapped[int] = mapped_column(ForeignKey("utterances.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+
+    utterance: Mapped[Utterance] = relationship(back_populates="words")

@@ -1,0 +1,159 @@
+"""The supervisor: starts capture, recognizer and indexer, and sees them through.
+
+``ingest`` (and later ``record``) run here::
+
+    capture ──audio_q──▶ recognizer ──┐
+       └──────────────index_q─────────┴──▶ indexer ──report_q──▶ supervisor
+
+Children are started with the ``spawn`` context and ignore SIGINT: the
+supervisor owns signals. The first Ctrl+C asks capture to stop; STOP then
+travels down the chain so everything captured is recognized and committed.
+A second Ctrl+C, or a child that dies, ends the run at once; finished
+segments and committed words are kept either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .capture import open_file_source, run_capture
+from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
+from .database import open_archive
+from .errors import ProcessDiedError, SourceFileError
+from .index import run_indexer
+from .messages import ChildFailed, SessionIndexed, SourceFailed, Stop
+from .recognize import EngineSpec, run_recognizer
+
+log = logging.getLogger(__name__)
+
+AUDIO_QUEUE_CHUNKS = 240  # half-second chunks: two minutes of audio in flight at most
+REPORT_POLL_SECONDS = 0.2
+JOIN_SECONDS = 10.0
+TERMINATE_SECONDS = 3.0
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: sessions indexed and sources that failed."""
+
+    indexed: list[SessionIndexed] = field(default_factory=list)
+    failed: list[SourceFailed] = field(default_factory=list)
+    interrupted: bool = False
+
+
+Event = SessionIndexed | SourceFailed
+
+
+def ingest(
+    paths: list[str | Path],
+    home: Home,
+    spec: EngineSpec | None = None,
+    *,
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
+    realtime: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+) -> IngestReport:
+    """Ingest audio files through the three processes; return what happened.
+
+    Bad files are reported (in the report and through ``on_event``) and
+    skipped; the others are captured, recognized and indexed.
+    """
+    spec = spec or EngineSpec()
+    check_segment_seconds(segment_seconds)
+    notify = on_event or (lambda event: None)
+    report = IngestReport()
+    open_archive(home.ensure()).dispose()  # migrate now: a locked or bad database fails fast
+    good: list[str] = []
+    for path in paths:
+        try:
+            good.append(str(open_file_source(path).path))
+        except SourceFileError as exc:
+            failure = SourceFailed(str(path), str(exc))
+            report.failed.append(failure)
+            notify(failure)
+    if good:
+        _run_processes(good, home, spec, segment_seconds, realtime, report, notify)
+    return report
+
+
+def _run_processes(paths, home, spec, segment_seconds, realtime, report, notify) -> None:
+    ctx = mp.get_context("spawn")
+    audio_q = ctx.Queue(maxsize=AUDIO_QUEUE_CHUNKS)
+    index_q = ctx.Queue()
+    report_q = ctx.Queue()
+    stop = ctx.Event()
+    procs = {
+        "indexer": ctx.Process(
+            target=run_indexer, name="pipeline-indexer", args=(str(home.root), index_q, report_q, 2)
+        ),
+        "recognizer": ctx.Process(
+            target=run_recognizer, name="pipeline-recognizer", args=(spec, audio_q, index_q)
+        ),
+        "capture": ctx.Process(
+            target=run_capture,
+            name="pipeline-capture",
+            args=(paths, str(home.recordings), audio_q, index_q, stop),
+            kwargs={"segment_seconds": segment_seconds, "realtime": realtime},
+        ),
+    }
+    for p in procs.values():
+        p.start()
+    try:
+        _watch(procs, report_q, stop, report, notify)
+    finally:
+        _shut_down(procs.values())
+
+
+def _watch(procs, report_q, stop, report: IngestReport, notify) -> None:
+    """Relay the indexer's reports until it finishes; fail fast if a child dies."""
+    interrupts = 0
+    while True:
+        try:
+            msg = report_q.get(timeout=REPORT_POLL_SECONDS)
+        except queue.Empty:
+            _check_alive(procs)
+            continue
+        except KeyboardInterrupt:
+            interrupts += 1
+            report.interrupted = True
+            stop.set()  # capture closes its segment; STOP drains the chain
+            if interrupts > 1:
+                raise
+            continue
+        if isinstance(msg, Stop):
+            return
+        if isinstance(msg, ChildFailed):
+            raise ProcessDiedError(f"{msg.stage} failed: {msg.message}")
+        if isinstance(msg, SessionIndexed):
+            report.indexed.append(msg)
+        elif isinstance(msg, SourceFailed):
+            report.failed.append(msg)
+        notify(msg)
+
+
+def _check_alive(procs: dict[str, mp.Process]) -> None:
+    for name, p in procs.items():
+        if p.exitcode not in (None, 0):
+            raise ProcessDiedError(
+                f"the {name} process died (exit code {p.exitcode}); finished segments and "
+                "indexed words are kept; run the command again"
+            )
+
+
+def _shut_down(procs) -> None:
+    """Join with a timeout, then terminate, then kill: never hang on exit."""
+    for p in procs:
+        p.join(JOIN_SECONDS if p.exitcode is None else 0)
+    for p in procs:
+        if p.is_alive():
+            log.warning("terminating %s", p.name)
+            p.terminate()
+            p.join(TERMINATE_SECONDS)
+        if p.is_alive():
+            p.kill()
+            p.join()
