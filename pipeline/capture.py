@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,9 +33,11 @@ from .messages import (
     SessionStarted,
     SourceFailed,
 )
+from .process import become_child
 
 log = logging.getLogger(__name__)
 
+PUT_POLL_SECONDS = 0.2
 CHUNK_SECONDS = 0.5  # frames per Audio message: small enough for latency, big enough for IPC
 PART_SUFFIX = ".part"
 
@@ -233,8 +235,10 @@ def record_session(
     clock = time.monotonic()
     try:
         for block in source.blocks(max(1, round(CHUNK_SECONDS * source.rate))):
-            writer.write(block, offset)
-            audio_q.put(Audio(started.key, offset, source.rate, source.channels, block.tobytes()))
+            writer.write(block, offset)  # on disk first: whatever happens next, it is kept
+            audio = Audio(started.key, offset, source.rate, source.channels, block.tobytes())
+            if not put_unless_stopped(audio_q, audio, stop):
+                break
             offset += len(block)
             if realtime:  # pace at 1x: a file that behaves exactly like live audio
                 ahead = clock + offset / source.rate - time.monotonic()
@@ -246,8 +250,23 @@ def record_session(
         index_q.put(SourceFailed(source.name, str(exc), started.key))
     finally:
         writer.close()
-        audio_q.put(SessionEnded(started.key, offset, source.rate))
+        put_unless_stopped(audio_q, SessionEnded(started.key, offset, source.rate), stop)
     return started.key
+
+
+def put_unless_stopped(q, message, stop) -> bool:
+    """Put on a bounded queue, waiting while it is full, but give up once ``stop`` is set.
+
+    A full queue means the recognizer is behind; the frames are on disk
+    already, so after a stop nothing is lost by not queueing them.
+    """
+    while True:
+        try:
+            q.put(message, timeout=PUT_POLL_SECONDS)
+            return True
+        except queue.Full:
+            if stop is not None and stop.is_set():
+                return False
 
 
 def run_capture(
@@ -261,7 +280,7 @@ def run_capture(
     realtime: bool = False,
 ) -> None:
     """Process body: capture each file in turn, then send STOP down both queues."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_child("pipe-capture")
     try:
         for path in paths:
             if stop.is_set():
@@ -281,5 +300,5 @@ def run_capture(
                 stop=stop,
             )
     finally:
-        audio_q.put(STOP)
+        put_unless_stopped(audio_q, STOP, stop)
         index_q.put(STOP)

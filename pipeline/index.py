@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from .messages import (
     Stop,
     Utterance,
 )
+from .process import become_child
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Indexer:
 
 def run_indexer(home_root: str, index_q, report_q, producers: int) -> None:
     """Process body: write what arrives on ``index_q`` until every producer sent STOP."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_child("pipe-indexer")
     try:
         engine = open_database(Home(Path(home_root)))
         indexer = Indexer(engine, report_q.put)

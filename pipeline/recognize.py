@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +32,7 @@ from .messages import (
     Utterance,
     Word,
 )
+from .process import become_child
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def run_recognizer(spec: EngineSpec, audio_q, index_q, *, sender: str = "recogni
     Runs until the STOP sentinel arrives, so every captured frame is
     recognized before it exits; the supervisor, not SIGINT, decides when.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    become_child("pipe-recognizer")
     try:
         engine = spec.build()
         transcribers: dict[str, Transcriber] = {}

@@ -35,6 +35,7 @@ AUDIO_QUEUE_CHUNKS = 240  # half-second chunks: two minutes of audio in flight a
 REPORT_POLL_SECONDS = 0.2
 JOIN_SECONDS = 10.0
 TERMINATE_SECONDS = 3.0
+ABORT_SECONDS = 3.0
 
 
 @dataclass
@@ -105,8 +106,10 @@ def _run_processes(paths, home, spec, segment_seconds, realtime, report, notify)
         p.start()
     try:
         _watch(procs, report_q, stop, report, notify)
-    finally:
-        _shut_down(procs.values())
+    except BaseException:
+        _abort(procs, stop, index_q)
+        raise
+    _shut_down(procs.values())
 
 
 def _watch(procs, report_q, stop, report: IngestReport, notify) -> None:
@@ -145,10 +148,20 @@ def _check_alive(procs: dict[str, mp.Process]) -> None:
             )
 
 
-def _shut_down(procs) -> None:
+def _abort(procs: dict[str, mp.Process], stop, index_q) -> None:
+    """Something failed: stop capture, let the indexer commit what it has, end the rest."""
+    stop.set()
+    procs["capture"].join(ABORT_SECONDS)
+    for _ in range(2):  # stand in for producers that will never send their STOP
+        index_q.put(Stop("supervisor"))
+    procs["indexer"].join(ABORT_SECONDS)
+    _shut_down(procs.values(), join_seconds=0)
+
+
+def _shut_down(procs, *, join_seconds: float = JOIN_SECONDS) -> None:
     """Join with a timeout, then terminate, then kill: never hang on exit."""
     for p in procs:
-        p.join(JOIN_SECONDS if p.exitcode is None else 0)
+        p.join(join_seconds if p.exitcode is None else 0)
     for p in procs:
         if p.is_alive():
             log.warning("terminating %s", p.name)
