@@ -33,6 +33,8 @@ class SessionInfo:
     source: str
     started_at: datetime
     seconds: float
+    rate: int
+    channels: int
     segments: int
     utterances: int
     words: int
@@ -99,6 +101,8 @@ class Archive:
                     s.source,
                     s.started_at,
                     s.seconds,
+                    s.rate,
+                    s.channels,
                     segs,
                     utts,
                     words,

@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 
 from .archive import Archive
 from .config import DEFAULT_SEGMENT_SECONDS, resolve_home
-from .errors import CaptureError, PartialFailure, PipelineError
+from .errors import CaptureError, Interrupted, PartialFailure, PipelineError
 from .messages import SessionIndexed, SourceFailed
 from .recognize import EngineSpec
 from .replay import DEFAULT_PADDING_SECONDS
@@ -99,6 +99,8 @@ def ingest(
         report = run_ingest(
             files, h, spec, segment_seconds=segment_seconds, realtime=realtime, on_event=show
         )
+    if report.interrupted:
+        raise Interrupted("stopped early; what was captured before the interrupt is indexed")
     if report.failed and not report.indexed:
         raise typer.Exit(CaptureError.exit_code)
     if report.failed:
@@ -123,7 +125,12 @@ def search(
     if not hits:
         err.print(f"no match for {phrase!r}")
         return
-    table = Table("id", "when", "session", "where", "text", header_style="bold")
+    table = Table(header_style="bold")
+    table.add_column("id", justify="right")
+    table.add_column("when", no_wrap=True)
+    table.add_column("session", justify="right")
+    table.add_column("where", overflow="fold")
+    table.add_column("text", ratio=1)
     for h in hits:
         where = f"{h.segment} @ {_clock(h.segment_offset)}" if h.segment else "(audio gone)"
         table.add_row(str(h.id), _local(h.at), str(h.session_id), where, _highlight(h))

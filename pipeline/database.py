@@ -90,8 +90,10 @@ def open_archive(home: Home) -> Engine:
     """Open (creating and migrating if needed) the home's database for writing."""
     engine = open_database(home)
     migrate(engine)
-    with db_errors(engine), engine.begin() as conn:
+    with db_errors(engine), engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # can we write? fail now, not mid-run
+        conn.exec_driver_sql("ROLLBACK")
     return engine
 
 

@@ -99,11 +99,18 @@ class PartialFailure(PipelineError):
     exit_code = 10
 
 
+class Interrupted(PipelineError):
+    """The user stopped a run early; what was captured before is kept."""
+
+    exit_code = 130
+
+
 __all__ = [
     "CaptureError",
     "ConfigError",
     "DatabaseLockedError",
     "IndexerError",
+    "Interrupted",
     "ModelError",
     "NotFoundError",
     "PartialFailure",

@@ -121,6 +121,7 @@ class VoskEngine:
             (w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
             for r in results
             for w in r.get("result", [])
+            if not _FILLER.match(w["word"])
         ]
 
 
@@ -225,7 +226,7 @@ class Transcriber:
                 self._resampler.resample_chunk(np.zeros(0, np.int16), last=True)
             )
         rest, self._pending = self._pending.tobytes(), np.zeros(0, dtype=np.int16)
-        speech = self._ep.end_stream(rest)
+        speech = self._ep.end_stream(rest or b"\0\0")  # it refuses an empty buffer
         if speech is not None:
             self._take(speech)
         if self._speech:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,14 +104,47 @@ def _run_processes(paths, home, spec, segment_seconds, realtime, report, notify)
             kwargs={"segment_seconds": segment_seconds, "realtime": realtime},
         ),
     }
-    for p in procs.values():
-        p.start()
+    _start(procs.values())
+    previous = _sigterm_as_interrupt()
     try:
         _watch(procs, report_q, stop, report, notify)
     except BaseException:
         _abort(procs, stop, index_q)
         raise
+    finally:
+        _restore_sigterm(previous)
     _shut_down(procs.values())
+
+
+def _start(procs) -> None:
+    """Start children with SIGINT ignored from their first instruction.
+
+    A terminal's Ctrl+C reaches the whole process group; a child still
+    importing would die of it. An ignored signal stays ignored across exec,
+    so children are born deaf to it, and only the supervisor decides.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM stops a run the way Ctrl+C does (only the main thread can set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _watch(procs, report_q, stop, report: IngestReport, notify) -> None:

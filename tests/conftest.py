@@ -1,0 +1,69 @@
+"""Shared fixtures: a fresh data home, a migrated database, real speech, an ingested archive."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.config import Home
+from pipeline.database import open_archive
+from pipeline.supervisor import ingest
+
+DATA = Path(__file__).parent / "data"
+MEETING = DATA / "festival" / "meeting.wav"
+MEETING_FLAC = DATA / "festival" / "meeting_44k_stereo.flac"
+SHORT = DATA / "festival" / "short.wav"
+KOREAN = DATA / "korean" / "ko.wav"
+BAD = DATA / "bad"
+
+
+def sentences(wav: Path) -> list[dict]:
+    """The fixture's sentences with their exact start/end seconds and key phrase."""
+    return json.loads(wav.with_suffix(".json").read_text())["sentences"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    """A fresh, empty data home."""
+    return Home(tmp_path / "home").ensure()
+
+
+@pytest.fixture
+def db(home: Home):
+    """An engine on a database that the real Alembic migrations built."""
+    engine = open_archive(home)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def meeting_home(tmp_path_factory) -> Home:
+    """An archive with meeting.wav ingested through the real three processes.
+
+    Segments are 10 s long so that moments cross segment edges. Tests only read it.
+    """
+    home = Home(tmp_path_factory.mktemp("meeting") / "home").ensure()
+    source = home.root.parent / "meeting.wav"
+    shutil.copy(MEETING, source)
+    report = ingest([source], home, segment_seconds=10.0)
+    assert not report.failed and len(report.indexed) == 1
+    return home
+
+
+@pytest.fixture
+def cli():
+    """Invoke the CLI in-process; stderr is kept apart from stdout."""
+    from pipeline import cli as module
+    from pipeline.cli import app
+
+    module.out.width = module.err.width = 200  # a wide terminal: table cells do not wrap
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke

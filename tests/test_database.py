@@ -1,0 +1,102 @@
+"""The archive's database: Alembic migrations (from a checkout and from a wheel), settings."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from pipeline import database
+from pipeline.database import _alembic_config, current_revision, migrate, open_archive
+from pipeline.errors import IndexerError
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {"sessions", "segments", "utterances", "words", "utterances_fts", "alembic_version"}
+
+
+def tables(path: Path) -> set[str]:
+    rows = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")
+    return {r[0] for r in rows}
+
+
+def test_migrations_build_the_schema_with_wal_and_fts5(db, home):
+    assert tables(home.db_path) >= TABLES
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == database.BUSY_TIMEOUT_MS
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    sql = (
+        sqlite3.connect(home.db_path)
+        .execute("SELECT sql FROM sqlite_master WHERE name='utterances_fts'")
+        .fetchone()[0]
+    )
+    assert "fts5" in sql and "remove_diacritics" in sql
+
+
+def test_migrating_twice_changes_nothing(db, home):
+    before = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
+    migrate(db)
+    open_archive(home)
+    after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
+    assert before == after and current_revision(db) == "0001"
+
+
+def test_downgrade_to_empty_and_back(db, home):
+    cfg = _alembic_config(db)
+    with db.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    assert tables(home.db_path) == {"alembic_version"}
+    migrate(db)
+    assert tables(home.db_path) >= TABLES
+
+
+def test_an_archive_from_a_newer_pipeline_is_refused(db, home):
+    con = sqlite3.connect(home.db_path)
+    con.execute("UPDATE alembic_version SET version_num = '9999'")
+    con.commit()
+    with pytest.raises(IndexerError, match="newer pipeline"):
+        migrate(db)
+
+
+def test_migrations_run_from_an_installed_wheel(tmp_path):
+    """Build the wheel, install it apart from the checkout, migrate a fresh archive with it."""
+    dist = tmp_path / "dist"
+    subprocess.run(["uv", "build", "--wheel", "-o", str(dist), "-q"], cwd=ROOT, check=True)
+    [wheel] = dist.glob("pipeline-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        ["uv", "pip", "install", "--no-deps", "--target", str(site), str(wheel), "-q"],
+        check=True,
+        cwd=tmp_path,
+    )
+    assert (site / "pipeline" / "_alembic" / "env.py").is_file()
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        import pipeline
+        from pipeline.config import Home
+        from pipeline.database import migrations_dir, open_archive, current_revision
+        site = Path(sys.argv[1])
+        assert Path(pipeline.__file__).is_relative_to(site), pipeline.__file__
+        assert migrations_dir().is_relative_to(site), migrations_dir()
+        engine = open_archive(Home(Path(sys.argv[2])))
+        print(current_revision(engine))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(site), str(tmp_path / "home")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0001"
+    assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES

