@@ -132,7 +132,9 @@ def search(
     table.add_column("where", overflow="fold")
     table.add_column("text", ratio=1)
     for h in hits:
-        where = f"{h.segment} @ {_clock(h.segment_offset)}" if h.segment else "(audio gone)"
+        where = (
+            f"{Path(h.segment).name} @ {_clock(h.segment_offset)}" if h.segment else "(no audio)"
+        )
         table.add_row(str(h.id), _local(h.at), str(h.session_id), where, _highlight(h))
     out.print(table)
 
@@ -192,23 +194,17 @@ def sessions(
             )
         )
         return
-    table = Table(
-        "id",
-        "started",
-        "length",
-        "source",
-        "utterances",
-        "words",
-        "segments",
-        "status",
-        header_style="bold",
-    )
+    table = Table(header_style="bold")
+    for name in ("id", "started", "length", "source", "utterances", "words", "segments"):
+        table.add_column(name, no_wrap=name != "source", overflow="fold")
+    table.add_column("status")
     for r in rows:
+        source = Path(r.source).name if r.source_kind == "file" else r.source
         table.add_row(
             str(r.id),
             _local(r.started_at),
             _duration(r.seconds),
-            r.source,
+            source,
             str(r.utterances),
             str(r.words),
             str(r.segments),
