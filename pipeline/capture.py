@@ -1,12 +1,13 @@
 """Capture: read a source, write rotating WAV segments, publish the frames.
 
-A *source* yields blocks of interleaved int16 frames. :func:`record_session`
-is shared by every source: it names the session, writes the frames into
-segment files under ``recordings/<session>/`` (``*.wav.part`` while open,
-renamed when closed, the file name carrying the segment's UTC start), and
-publishes each block on the audio queue with its session-absolute offset.
-Here the source is a file (anything libsndfile decodes); live sources plug
-into the same function.
+A *source* (:mod:`pipeline.sources`: a file, system audio, a microphone)
+yields blocks of interleaved int16 frames. :func:`record_session` is shared
+by every source: it names the session, writes the frames into segment files
+under ``recordings/<session>/`` (``*.wav.part`` while open, renamed when
+closed, the file name carrying the segment's UTC start), and publishes each
+block on the audio queue with its session-absolute offset. Live sessions
+rotate segments on wall-clock boundaries (a 300 s segment starts at :00,
+:05, …), so a segment's name says where it sits in the day.
 """
 
 from __future__ import annotations
@@ -15,94 +16,33 @@ import logging
 import os
 import queue
 import secrets
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from .errors import CaptureError, SourceFileError
+from .errors import CaptureError
 from .messages import (
     STOP,
     Audio,
+    Level,
     SegmentClosed,
     SessionEnded,
+    SessionEvent,
     SessionStarted,
     SourceFailed,
 )
-from .process import become_child
+from .process import become_child, nonblocking
+from .sources import Source, SourceEvent, SourceSpec
 
 log = logging.getLogger(__name__)
 
 PUT_POLL_SECONDS = 0.2
 CHUNK_SECONDS = 0.5  # frames per Audio message: small enough for latency, big enough for IPC
+LEVEL_UPDATES_PER_SECOND = 10
 PART_SUFFIX = ".part"
-
-
-# --- sources ------------------------------------------------------------------
-
-
-@dataclass
-class FileSource:
-    """An audio file decoded by libsndfile (WAV, FLAC, OGG/Vorbis, …) at any rate."""
-
-    path: Path
-    rate: int
-    channels: int
-    frames: int
-    started_at: datetime
-    kind: str = "file"
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-    def blocks(self, frames_per_block: int) -> Iterator[np.ndarray]:
-        try:
-            with sf.SoundFile(self.path) as f:
-                yield from f.blocks(frames_per_block, dtype="int16", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise SourceFileError(
-                f"{self.path}: unreadable after some audio ({exc}); what was read is kept"
-            ) from exc
-
-
-def open_file_source(path: str | Path, *, realtime: bool = False) -> FileSource:
-    """Check a file is audio and describe it; every bad input is a SourceFileError.
-
-    A file's session is dated so that it *ends* at the file's modification
-    time (when a recorder last wrote it); with ``realtime`` it starts now,
-    exactly as a live source would.
-    """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise SourceFileError(f"{p}: no such file; check the path")
-    if p.is_dir():
-        raise SourceFileError(f"{p} is a folder; give the audio files in it (e.g. {p}/*.wav)")
-    try:
-        size = p.stat().st_size
-        if size == 0:
-            raise SourceFileError(f"{p} is empty (0 bytes); nothing to ingest")
-        info = sf.info(str(p))
-    except sf.LibsndfileError as exc:
-        raise SourceFileError(
-            f"{p} is not audio that pipeline can read (WAV, FLAC, OGG, …): {exc.error_string}"
-        ) from exc
-    except PermissionError as exc:
-        raise SourceFileError(f"{p}: permission denied; make it readable") from exc
-    except OSError as exc:
-        raise SourceFileError(f"{p}: cannot read it ({exc.strerror})") from exc
-    if info.frames <= 0:
-        raise SourceFileError(f"{p} holds no audio frames; nothing to ingest")
-    duration = info.frames / info.samplerate
-    if realtime:
-        started = datetime.now(UTC)
-    else:
-        started = datetime.fromtimestamp(p.stat().st_mtime, UTC) - timedelta(seconds=duration)
-    return FileSource(p.resolve(), info.samplerate, info.channels, info.frames, started)
 
 
 # --- segments -------------------------------------------------------------------
@@ -131,6 +71,8 @@ class SegmentWriter:
         session: SessionStarted,
         segment_frames: int,
         on_close: Callable[[SegmentClosed], None],
+        *,
+        align_to_clock: bool = False,
     ) -> None:
         self.folder = recordings / session.key
         self.recordings = recordings
@@ -141,18 +83,24 @@ class SegmentWriter:
         self._path: Path | None = None
         self._offset = 0  # session frame where the open segment starts
         self._written = 0  # frames in the open segment
+        self._end = 0  # session frame where the open segment must end
+        # live sessions cut at wall-clock multiples of the segment length: with 300 s
+        # segments, at :00, :05, :10 … whenever the session started
+        seconds = segment_frames / session.rate
+        into = session.started_at.timestamp() % seconds if align_to_clock else 0.0
+        self._phase = round(into * session.rate)
 
     def write(self, frames: np.ndarray, offset: int) -> None:
         """Append frames starting at session frame ``offset``, rotating at segment ends."""
         while len(frames):
             if self._file is None:
                 self._open(offset)
-            room = self.segment_frames - self._written
+            room = self._end - offset
             part, frames = frames[:room], frames[room:]
             self._file.write(part)
             self._written += len(part)
             offset += len(part)
-            if self._written >= self.segment_frames:
+            if offset >= self._end:
                 self.close()
 
     def close(self) -> None:
@@ -183,6 +131,8 @@ class SegmentWriter:
     def _open(self, offset: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._offset, self._written = offset, 0
+        s = self.segment_frames
+        self._end = ((offset + self._phase) // s + 1) * s - self._phase
         self._path = self.folder / (segment_name(self._started_at(offset)) + PART_SUFFIX)
         try:
             self._file = sf.SoundFile(
@@ -210,16 +160,17 @@ def _fsync(path: Path) -> None:
 
 
 def record_session(
-    source: FileSource,
+    source: Source,
     recordings: Path,
     audio_q,
     index_q,
     *,
     segment_seconds: float,
-    realtime: bool = False,
     stop=None,
+    max_seconds: float | None = None,
+    status: Callable[[object], None] | None = None,
 ) -> str:
-    """Capture one source to the end (or until ``stop`` is set); returns the session key."""
+    """Capture one source to its end, ``stop``, or ``max_seconds``; returns the session key."""
     started = SessionStarted(
         key=session_key(source.started_at),
         source_kind=source.kind,
@@ -230,28 +181,69 @@ def record_session(
     )
     index_q.put(started)
     audio_q.put(started)
-    writer = SegmentWriter(recordings, started, round(segment_seconds * source.rate), index_q.put)
+    writer = SegmentWriter(
+        recordings,
+        started,
+        round(segment_seconds * source.rate),
+        index_q.put,
+        align_to_clock=source.kind != "file",
+    )
+    limit = None if max_seconds is None else round(max_seconds * source.rate)
+    meter = _Meter(started, status, lambda: source.name)
     offset = 0
-    clock = time.monotonic()
     try:
-        for block in source.blocks(max(1, round(CHUNK_SECONDS * source.rate))):
+        for item in source.blocks(max(1, round(CHUNK_SECONDS * source.rate))):
+            if isinstance(item, SourceEvent):
+                index_q.put(_event(started.key, offset, item))
+                continue
+            block = item if limit is None else item[: limit - offset]
             writer.write(block, offset)  # on disk first: whatever happens next, it is kept
             audio = Audio(started.key, offset, source.rate, source.channels, block.tobytes())
             if not put_unless_stopped(audio_q, audio, stop):
                 break
             offset += len(block)
-            if realtime:  # pace at 1x: a file that behaves exactly like live audio
-                ahead = clock + offset / source.rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)
-            if stop is not None and stop.is_set():
+            meter.update(block, offset)
+            if (stop is not None and stop.is_set()) or (limit is not None and offset >= limit):
                 break
     except CaptureError as exc:
         index_q.put(SourceFailed(source.name, str(exc), started.key))
     finally:
+        source.close()
         writer.close()
         put_unless_stopped(audio_q, SessionEnded(started.key, offset, source.rate), stop)
     return started.key
+
+
+def _event(session: str, offset: int, event: SourceEvent) -> SessionEvent:
+    """A source event placed in the session: a gap's silence has already been written."""
+    log.warning("%s at %.1f s: %s", event.kind, offset, event.detail)
+    return SessionEvent(session, offset - event.frames, event.kind, event.detail, event.frames)
+
+
+class _Meter:
+    """Sends the input level to the live view, a few times a second at most."""
+
+    def __init__(self, session: SessionStarted, status, device) -> None:
+        self.session = session
+        self.status = status
+        self.device = device
+        self.every = session.rate // LEVEL_UPDATES_PER_SECOND
+        self.next_at = 0
+
+    def update(self, block: np.ndarray, offset: int) -> None:
+        if self.status is None or offset < self.next_at or not len(block):
+            return
+        self.next_at = offset + self.every
+        x = block.astype(np.float32) / 32768.0
+        rms = float(np.sqrt(np.mean(x * x)))
+        peak = float(np.max(np.abs(x)))
+        self.status(
+            Level(self.session.key, _db(rms), _db(peak), offset / self.session.rate, self.device())
+        )
+
+
+def _db(x: float) -> float:
+    return 20 * float(np.log10(max(x, 1e-5)))
 
 
 def put_unless_stopped(q, message, stop) -> bool:
@@ -270,25 +262,27 @@ def put_unless_stopped(q, message, stop) -> bool:
 
 
 def run_capture(
-    paths: list[str],
+    specs: list[SourceSpec],
     recordings: str,
     audio_q,
     index_q,
     stop,
     *,
     segment_seconds: float,
-    realtime: bool = False,
+    max_seconds: float | None = None,
+    report_q=None,
 ) -> None:
-    """Process body: capture each file in turn, then send STOP down both queues."""
+    """Process body: capture each source in turn, then send STOP down both queues."""
     become_child("pipe-capture")
+    status = None if report_q is None else nonblocking(report_q)
     try:
-        for path in paths:
+        for spec in specs:
             if stop.is_set():
                 break
             try:
-                source = open_file_source(path, realtime=realtime)
+                source = spec.open()
             except CaptureError as exc:
-                index_q.put(SourceFailed(str(path), str(exc)))
+                index_q.put(SourceFailed(spec.describe(), str(exc)))
                 continue
             record_session(
                 source,
@@ -296,8 +290,9 @@ def run_capture(
                 audio_q,
                 index_q,
                 segment_seconds=segment_seconds,
-                realtime=realtime,
                 stop=stop,
+                max_seconds=max_seconds,
+                status=status,
             )
     finally:
         put_unless_stopped(audio_q, STOP, stop)

@@ -23,15 +23,17 @@ from .database import db_errors, open_database
 from .errors import PipelineError
 from .messages import (
     ChildFailed,
+    Indexed,
     SegmentClosed,
     SessionEnded,
+    SessionEvent,
     SessionIndexed,
     SessionStarted,
     SourceFailed,
     Stop,
     Utterance,
 )
-from .process import become_child
+from .process import become_child, nonblocking
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,13 @@ QUEUE_POLL_SECONDS = 0.25
 class Indexer:
     """Writes pipeline messages into the database; usable in-process by tests and tools."""
 
-    def __init__(self, engine, report=None) -> None:
+    def __init__(self, engine, report=None, status=None) -> None:
         self.engine = engine
-        self.report = report or (lambda message: None)
+        self.report = report or (lambda message: None)  # must arrive: session done, failures
+        self.status = status or (lambda message: None)  # nice to have: the live view
         self._ids: dict[str, int] = {}  # session key → row id
         self._started: dict[str, datetime] = {}  # session key → UTC wall-clock of frame 0
+        self._rate: dict[str, int] = {}
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
 
@@ -57,7 +61,7 @@ class Indexer:
             for msg in messages:
                 self._write_one(db, msg, after)
         for item in after:
-            self.report(item)
+            (self.status if isinstance(item, Indexed | SessionEvent) else self.report)(item)
 
     def _write_one(self, db: DbSession, msg, after: list) -> None:
         if isinstance(msg, SessionStarted):
@@ -74,6 +78,7 @@ class Indexer:
             db.flush()
             self._ids[msg.key] = row.id
             self._started[msg.key] = msg.started_at
+            self._rate[msg.key] = msg.rate
             for held in self._waiting.pop(msg.key, []):
                 self._write_one(db, held, after)
             return
@@ -100,6 +105,20 @@ class Indexer:
             )
         elif isinstance(msg, Utterance):
             self._add_utterance(db, session_id, self._started[msg.session], msg)
+            after.append(Indexed(msg.session, msg.text, msg.start, len(msg.words)))
+        elif isinstance(msg, SessionEvent):
+            db.add(
+                schema.SessionEvent(
+                    session_id=session_id,
+                    offset=msg.offset,
+                    kind=msg.kind,
+                    detail=msg.detail,
+                    frames=msg.frames,
+                    at=self._started[msg.session]
+                    + timedelta(seconds=msg.offset / self._rate[msg.session]),
+                )
+            )
+            after.append(msg)
         elif isinstance(msg, SessionEnded):
             row = db.get(schema.Session, session_id)
             row.frames = msg.frames
@@ -138,7 +157,7 @@ def run_indexer(home_root: str, index_q, report_q, producers: int) -> None:
     become_child("pipe-indexer")
     try:
         engine = open_database(Home(Path(home_root)))
-        indexer = Indexer(engine, report_q.put)
+        indexer = Indexer(engine, report_q.put, nonblocking(report_q))
         stops = 0
         while stops < producers:
             batch = [index_q.get()]

@@ -134,3 +134,46 @@ class ChildFailed:
     message: str
     error_type: str = "PipelineError"
     details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """Something that happened to a live source: a gap, a device switch, an overflow."""
+
+    session: str
+    offset: int  # session frame where it happened
+    kind: str  # "gap", "device_switch", "overflow", "device_lost"
+    detail: str
+    frames: int = 0  # for gaps: how many frames of silence stand in for lost audio
+
+
+# --- status for the live view (never needed for correctness; may be dropped) ----
+
+
+@dataclass(frozen=True)
+class Level:
+    """Input level of the latest audio, for the meter; dBFS."""
+
+    session: str
+    rms_db: float
+    peak_db: float
+    seconds: float  # session time captured so far
+    device: str
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The recognizer's guess at the utterance still being spoken."""
+
+    session: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A final utterance committed by the indexer (for the live view's last lines)."""
+
+    session: str
+    text: str
+    start: float
+    words: int

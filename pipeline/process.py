@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 COMM = Path("/proc/self/comm")
@@ -17,3 +19,13 @@ def become_child(name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         COMM.write_text(name[:15])
+
+
+def nonblocking(q) -> Callable[[object], None]:
+    """A put for status messages: they are nice to have, so never wait for room."""
+
+    def put(message: object) -> None:
+        with contextlib.suppress(queue.Full):
+            q.put_nowait(message)
+
+    return put

@@ -12,9 +12,11 @@ exact however long a session runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,18 +28,20 @@ from .errors import ModelError, PipelineError
 from .messages import (
     Audio,
     ChildFailed,
+    Partial,
     SessionEnded,
     SessionStarted,
     Stop,
     Utterance,
     Word,
 )
-from .process import become_child
+from .process import become_child, nonblocking
 
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_SECONDS = 0.5
 MAX_UTTERANCE_SECONDS = 30.0  # force a cut in endless speech (music, TV) to keep latency low
+PARTIAL_EVERY_SECONDS = 0.5  # how often the live view gets a new guess
 GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
 ENDPOINTER_WINDOW = 0.3
 ENDPOINTER_RATIO = 0.9
@@ -53,6 +57,13 @@ class Engine(Protocol):
 
     def transcribe(self, pcm: bytes) -> list[RawWord]:
         """Words of one utterance of int16 mono PCM, times relative to its start."""
+        ...
+
+    def partial(self, pcm: bytes) -> str:
+        """A running guess at the utterance so far, given its audio piece by piece.
+
+        Only the live view asks for it; ``transcribe`` ends the running guess.
+        """
         ...
 
 
@@ -73,9 +84,24 @@ class PocketSphinxEngine:
 
         self._decoder = Decoder(samprate=self.rate, loglevel="FATAL")
         self.name = "pocketsphinx:en-us"
+        self._guessing = False
+
+    def partial(self, pcm: bytes) -> str:
+        d = self._decoder
+        if not self._guessing:
+            d.start_utt()
+            self._guessing = True
+        d.process_raw(pcm)
+        hyp = d.hyp()
+        return hyp.hypstr if hyp is not None else ""
 
     def transcribe(self, pcm: bytes) -> list[RawWord]:
+        # the final pass sees the whole utterance at once (full_utt: better
+        # normalisation), so a running guess on the same decoder is dropped first
         d = self._decoder
+        if self._guessing:
+            d.end_utt()
+            self._guessing = False
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
@@ -107,8 +133,16 @@ class VoskEngine:
         self._recognizer_class = vosk.KaldiRecognizer
         self.rate = _vosk_model_rate(path)
         self.name = f"vosk:{path.name}"
+        self._guess = None
+
+    def partial(self, pcm: bytes) -> str:
+        if self._guess is None:
+            self._guess = self._recognizer_class(self._model, self.rate)
+        self._guess.AcceptWaveform(pcm)
+        return json.loads(self._guess.PartialResult()).get("partial", "")
 
     def transcribe(self, pcm: bytes) -> list[RawWord]:
+        self._guess = None
         rec = self._recognizer_class(self._model, self.rate)
         rec.SetWords(True)
         results = []
@@ -182,7 +216,15 @@ class Transcriber:
     the engine's clock and the session's stay one.
     """
 
-    def __init__(self, engine: Engine, session: str, rate: int, channels: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        session: str,
+        rate: int,
+        channels: int,
+        *,
+        on_partial: Callable[[str], None] | None = None,
+    ) -> None:
         from pocketsphinx import Endpointer
 
         self.engine = engine
@@ -205,6 +247,9 @@ class Transcriber:
         self._speech_start = 0  # engine-rate sample where the current utterance began
         self._cut = False  # the last utterance was cut short in the middle of speech
         self._max_samples = int(MAX_UTTERANCE_SECONDS * engine.rate)
+        self._on_partial = on_partial
+        self._unguessed: list[bytes] = []  # speech not yet given to engine.partial
+        self._guess_every = int(PARTIAL_EVERY_SECONDS * engine.rate) * 2
 
     def feed(self, audio: Audio) -> list[Utterance]:
         out: list[Utterance] = []
@@ -265,12 +310,19 @@ class Transcriber:
             self._speech_start = round(self._ep.speech_start * self.engine.rate)
         self._speech.append(speech)
         self._speech_samples += len(speech) // 2
+        if self._on_partial is not None:
+            self._unguessed.append(speech)
+            if sum(map(len, self._unguessed)) >= self._guess_every:
+                guess = self.engine.partial(b"".join(self._unguessed))
+                self._unguessed = []
+                if guess:
+                    self._on_partial(guess)
 
     def _emit(self) -> list[Utterance]:
         pcm = b"".join(self._speech)
         offset = self._speech_start / self.engine.rate
         duration = len(pcm) / 2 / self.engine.rate
-        self._speech, self._speech_samples = [], 0
+        self._speech, self._speech_samples, self._unguessed = [], 0, []
         self._cut = self._ep.in_speech  # cut mid-speech: the next piece follows on
         self._speech_start += len(pcm) // 2
         raw = self.engine.transcribe(pcm)
@@ -296,13 +348,17 @@ def _downmix(frames: np.ndarray) -> np.ndarray:
 # --- the process ------------------------------------------------------------
 
 
-def run_recognizer(spec: EngineSpec, audio_q, index_q, *, sender: str = "recognizer") -> None:
+def run_recognizer(
+    spec: EngineSpec, audio_q, index_q, *, report_q=None, sender: str = "recognizer"
+) -> None:
     """Process body: Audio from ``audio_q`` → Utterances on ``index_q`` until STOP.
 
     Runs until the STOP sentinel arrives, so every captured frame is
     recognized before it exits; the supervisor, not SIGINT, decides when.
+    With ``report_q``, running guesses go there for the live view.
     """
     become_child("pipe-recognizer")
+    status = nonblocking(report_q) if report_q is not None else None
     try:
         engine = spec.build()
         transcribers: dict[str, Transcriber] = {}
@@ -313,7 +369,12 @@ def run_recognizer(spec: EngineSpec, audio_q, index_q, *, sender: str = "recogni
                     _send(index_q, t.finish())
                 break
             if isinstance(msg, SessionStarted):
-                transcribers[msg.key] = Transcriber(engine, msg.key, msg.rate, msg.channels)
+                on_partial = None
+                if status is not None:
+                    on_partial = functools.partial(_guess, status, msg.key)
+                transcribers[msg.key] = Transcriber(
+                    engine, msg.key, msg.rate, msg.channels, on_partial=on_partial
+                )
             elif isinstance(msg, Audio):
                 _send(index_q, transcribers[msg.session].feed(msg))
             elif isinstance(msg, SessionEnded):
@@ -325,6 +386,10 @@ def run_recognizer(spec: EngineSpec, audio_q, index_q, *, sender: str = "recogni
         index_q.put(ChildFailed("recognizer", str(exc), type(exc).__name__))
         raise SystemExit(1) from exc
     index_q.put(Stop(sender))
+
+
+def _guess(status, session: str, text: str) -> None:
+    status(Partial(session, text))
 
 
 def _send(q, utterances: list[Utterance]) -> None:

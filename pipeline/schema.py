@@ -124,3 +124,18 @@ class Word(Base):
     confidence: Mapped[float] = mapped_column(Float)
 
     utterance: Mapped[Utterance] = relationship(back_populates="words")
+
+
+class SessionEvent(Base):
+    """A gap, device switch or overflow in a live session, at a session frame."""
+
+    __tablename__ = "session_events"
+    __table_args__ = (Index("ix_session_events_session", "session_id", "offset"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    offset: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    frames: Mapped[int] = mapped_column(Integer, default=0)

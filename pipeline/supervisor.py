@@ -1,6 +1,6 @@
 """The supervisor: starts capture, recognizer and indexer, and sees them through.
 
-``ingest`` (and later ``record``) run here::
+``ingest`` and ``record`` run here::
 
     capture ──audio_q──▶ recognizer ──┐
        └──────────────index_q─────────┴──▶ indexer ──report_q──▶ supervisor
@@ -23,13 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .capture import open_file_source, run_capture
+from .capture import run_capture
 from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
 from .database import open_archive
-from .errors import ProcessDiedError, SourceFileError
+from .errors import ConfigError, ProcessDiedError, SourceFileError
 from .index import run_indexer
 from .messages import ChildFailed, SessionIndexed, SourceFailed, Stop
 from .recognize import EngineSpec, run_recognizer
+from .sources import SourceSpec, live_backend
+from .sources.file import open_file_source
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +40,26 @@ REPORT_POLL_SECONDS = 0.2
 JOIN_SECONDS = 10.0
 TERMINATE_SECONDS = 3.0
 ABORT_SECONDS = 3.0
+REPORT_QUEUE_MAX = 1000  # status messages beyond this are dropped, never waited for
 
 
 @dataclass
-class IngestReport:
-    """What an ingest did: sessions indexed and sources that failed."""
+class RunReport:
+    """What a run did: sessions indexed, sources that failed, whether it was interrupted."""
 
     indexed: list[SessionIndexed] = field(default_factory=list)
     failed: list[SourceFailed] = field(default_factory=list)
     interrupted: bool = False
 
 
-Event = SessionIndexed | SourceFailed
+IngestReport = RunReport
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent to ``on_event`` every poll: the audio queue's depth (chunks waiting)."""
+
+    queue_depth: int
 
 
 def ingest(
@@ -59,55 +69,101 @@ def ingest(
     *,
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
     realtime: bool = False,
-    on_event: Callable[[Event], None] | None = None,
-) -> IngestReport:
+    on_event: Callable[[object], None] | None = None,
+) -> RunReport:
     """Ingest audio files through the three processes; return what happened.
 
     Bad files are reported (in the report and through ``on_event``) and
     skipped; the others are captured, recognized and indexed.
     """
-    spec = spec or EngineSpec()
     check_segment_seconds(segment_seconds)
     notify = on_event or (lambda event: None)
-    report = IngestReport()
+    report = RunReport()
     open_archive(home.ensure()).dispose()  # migrate now: a locked or bad database fails fast
-    good: list[str] = []
+    good: list[SourceSpec] = []
     for path in paths:
         try:
-            good.append(str(open_file_source(path).path))
+            source = open_file_source(path)
         except SourceFileError as exc:
             failure = SourceFailed(str(path), str(exc))
             report.failed.append(failure)
             notify(failure)
+        else:
+            good.append(SourceSpec("file", str(source.path), realtime=realtime))
     if good:
-        _run_processes(good, home, spec, segment_seconds, realtime, report, notify)
+        _run(good, home, spec or EngineSpec(), report, notify, segment_seconds=segment_seconds)
     return report
 
 
-def _run_processes(paths, home, spec, segment_seconds, realtime, report, notify) -> None:
+def record(
+    source: SourceSpec,
+    home: Home,
+    spec: EngineSpec | None = None,
+    *,
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
+    duration: float | None = None,
+    on_event: Callable[[object], None] | None = None,
+    partials: bool = False,
+) -> RunReport:
+    """Record a live source until Ctrl+C, SIGTERM or ``duration`` seconds.
+
+    The sound server and device are checked here first, so a missing
+    server or device is a one-line error before any process starts.
+    """
+    check_segment_seconds(segment_seconds)
+    if duration is not None and duration <= 0:
+        raise ConfigError(f"--duration must be positive (got {duration:g})")
+    live_backend().check(source)
+    open_archive(home.ensure()).dispose()
+    report = RunReport()
+    _run(
+        [source],
+        home,
+        spec or EngineSpec(),
+        report,
+        on_event or (lambda event: None),
+        segment_seconds=segment_seconds,
+        max_seconds=duration,
+        partials=partials,
+    )
+    return report
+
+
+def _run(
+    sources, home, spec, report, notify, *, segment_seconds, max_seconds=None, partials=False
+) -> None:
     ctx = mp.get_context("spawn")
     audio_q = ctx.Queue(maxsize=AUDIO_QUEUE_CHUNKS)
     index_q = ctx.Queue()
-    report_q = ctx.Queue()
+    report_q = ctx.Queue(maxsize=REPORT_QUEUE_MAX)
     stop = ctx.Event()
     procs = {
         "indexer": ctx.Process(
-            target=run_indexer, name="pipeline-indexer", args=(str(home.root), index_q, report_q, 2)
+            target=run_indexer,
+            name="pipeline-indexer",
+            args=(str(home.root), index_q, report_q, 2),
         ),
         "recognizer": ctx.Process(
-            target=run_recognizer, name="pipeline-recognizer", args=(spec, audio_q, index_q)
+            target=run_recognizer,
+            name="pipeline-recognizer",
+            args=(spec, audio_q, index_q),
+            kwargs={"report_q": report_q if partials else None},
         ),
         "capture": ctx.Process(
             target=run_capture,
             name="pipeline-capture",
-            args=(paths, str(home.recordings), audio_q, index_q, stop),
-            kwargs={"segment_seconds": segment_seconds, "realtime": realtime},
+            args=(sources, str(home.recordings), audio_q, index_q, stop),
+            kwargs={
+                "segment_seconds": segment_seconds,
+                "max_seconds": max_seconds,
+                "report_q": report_q,
+            },
         ),
     }
     _start(procs.values())
     previous = _sigterm_as_interrupt()
     try:
-        _watch(procs, report_q, stop, report, notify)
+        _watch(procs, report_q, stop, report, notify, audio_q)
     except BaseException:
         _abort(procs, stop, index_q)
         raise
@@ -147,14 +203,15 @@ def _restore_sigterm(previous) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _watch(procs, report_q, stop, report: IngestReport, notify) -> None:
-    """Relay the indexer's reports until it finishes; fail fast if a child dies."""
+def _watch(procs, report_q, stop, report: RunReport, notify, audio_q) -> None:
+    """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
     interrupts = 0
     while True:
         try:
             msg = report_q.get(timeout=REPORT_POLL_SECONDS)
         except queue.Empty:
             _check_alive(procs)
+            notify(Heartbeat(_depth(audio_q)))
             continue
         except KeyboardInterrupt:
             interrupts += 1
@@ -172,6 +229,13 @@ def _watch(procs, report_q, stop, report: IngestReport, notify) -> None:
         elif isinstance(msg, SourceFailed):
             report.failed.append(msg)
         notify(msg)
+
+
+def _depth(q) -> int:
+    try:
+        return q.qsize()
+    except NotImplementedError:  # macOS has no sem_getvalue
+        return -1
 
 
 def _check_alive(procs: dict[str, mp.Process]) -> None:

@@ -1,0 +1,108 @@
+"""Audio sources: where capture's frames come from.
+
+A source is opened in the capture process from a picklable
+:class:`SourceSpec` and yields, from :meth:`Source.blocks`, either blocks of
+interleaved int16 frames (``ndarray`` of shape frames × channels) or
+:class:`SourceEvent`s (a gap, a device switch) that belong at the current
+position of the stream. Live sources keep their frame count equal to
+wall-clock time (see :mod:`pipeline.sources.live`), so a frame's offset *is*
+when it was heard.
+
+Backends:
+
+- ``file``: anything libsndfile decodes (:mod:`.file`);
+- Linux: PulseAudio/PipeWire through the native ``parec`` client (:mod:`.pulse`);
+- Windows: WASAPI (loopback for system audio) through pyaudiowpatch (:mod:`.wasapi`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import CaptureError
+
+KINDS = ("system", "mic", "system+mic")
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """Something that happened to the stream at the current position."""
+
+    kind: str  # "gap", "device_switch", "overflow", "device_lost"
+    detail: str
+    frames: int = 0  # silence frames inserted for a gap
+
+
+class Source(Protocol):
+    kind: str  # "file", "system", "mic", "system+mic"
+    name: str  # file path or device name
+    rate: int
+    channels: int
+    started_at: datetime  # UTC wall-clock time of frame 0
+
+    def blocks(self, frames_per_block: int) -> Iterator[np.ndarray | SourceEvent]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to record, as the user said it; opened later in the capture process."""
+
+    kind: str  # "file" or one of KINDS
+    target: str | None = None  # file path, or device name/index (None: the default)
+    realtime: bool = False  # files only: pace at 1x
+
+    def open(self) -> Source:
+        if self.kind == "file":
+            from .file import open_file_source
+
+            return open_file_source(self.target or "", realtime=self.realtime)
+        return live_backend().open(self)
+
+    def describe(self) -> str:
+        return self.target or f"default {self.kind}"
+
+
+class Backend(Protocol):
+    """A platform's live audio: list devices, check a spec, open a source."""
+
+    def devices(self) -> list[Device]: ...
+
+    def check(self, spec: SourceSpec) -> str: ...
+
+    def open(self, spec: SourceSpec) -> Source: ...
+
+
+@dataclass(frozen=True)
+class Device:
+    """A recordable device, as `pipeline devices` lists it."""
+
+    kind: str  # "system" (a loopback/monitor of an output) or "mic"
+    name: str  # the name to pass to --device
+    description: str
+    default: bool
+    rate: int
+    channels: int
+
+
+def live_backend() -> Backend:
+    """The live-audio backend of this platform."""
+    if sys.platform == "win32":
+        from .wasapi import WasapiBackend
+
+        return WasapiBackend()
+    if sys.platform.startswith("linux"):
+        from .pulse import PulseBackend
+
+        return PulseBackend()
+    raise CaptureError(
+        f"live recording is not supported on {sys.platform} yet; "
+        "record with another tool and use `pipeline ingest`"
+    )

@@ -1,0 +1,219 @@
+"""What every live source shares: a reader thread, a true clock, following the device.
+
+Devices misbehave in ways that would bend a naive timeline: WASAPI loopback
+delivers *no frames* while nothing plays, a device can vanish, the default
+output can change under us, and the OS can drop frames. :class:`LiveSource`
+keeps the stream's frame count equal to wall-clock time since it started:
+when audio stops arriving it inserts silence (and says why, as a
+:class:`~pipeline.sources.SourceEvent`), so a frame's session offset is when
+it was heard. Reading happens on a thread, so the capture loop never
+blocks on a device and always gets to check its stop flag.
+
+A backend supplies only an :class:`Opener`: how to open a stream on a
+device and what the default device is now.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+
+from . import SourceEvent
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1  # how often the loop looks at the clock when nothing arrives
+GAP_TOLERANCE_SECONDS = 0.5  # lateness allowed before silence stands in for audio
+FOLLOW_POLL_SECONDS = 0.5  # how often the default device is checked
+REOPEN_SECONDS = 1.0  # retry interval after a device is lost
+MAX_FILL_SECONDS = 1.0  # silence is yielded in blocks of at most this
+
+
+class Stream(Protocol):
+    """One open connection to a device."""
+
+    device: str
+
+    def read(self) -> bytes:
+        """Interleaved int16 frames in the session's format; b"" once the device is gone."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Opener(Protocol):
+    def open_stream(self, device: str) -> Stream: ...
+
+    def default_device(self) -> str | None:
+        """The device to follow now (cheap: called every FOLLOW_POLL_SECONDS)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LiveClock:
+    """Counts frames against wall-clock time since the stream began."""
+
+    def __init__(self, rate: int, tolerance: float = GAP_TOLERANCE_SECONDS) -> None:
+        self.rate = rate
+        self.tolerance = round(tolerance * rate)
+        self.t0 = time.monotonic()
+        self.produced = 0
+
+    def expected(self, now: float | None = None) -> int:
+        return round(((now if now is not None else time.monotonic()) - self.t0) * self.rate)
+
+    def missing_before(self, frames: int, now: float | None = None) -> int:
+        """Frames lost before a block of ``frames`` that has just arrived (0 if none)."""
+        lag = self.expected(now) - frames - self.produced
+        return lag if lag > self.tolerance else 0
+
+    def missing_idle(self, now: float | None = None) -> int:
+        """Silence to add while nothing arrives, keeping ``tolerance`` behind the clock."""
+        return max(0, self.expected(now) - self.tolerance - self.produced)
+
+
+_ENDED = object()
+
+
+class LiveSource:
+    """A live device as a :class:`~pipeline.sources.Source` with a true timeline."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        opener: Opener,
+        device: str | None,
+        rate: int,
+        channels: int,
+    ) -> None:
+        self.kind = kind
+        self.opener = opener
+        self.follow = device is None  # no --device: follow the default as it changes
+        self.rate = rate
+        self.channels = channels
+        self._frame_bytes = 2 * channels
+        self._q: queue.Queue = queue.Queue()
+        self._stream: Stream | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        first = device if device is not None else opener.default_device()
+        self._open(first)
+        self.name = first or "(none)"
+        self.started_at = datetime.now(UTC)
+        self.clock = LiveClock(rate)
+
+    # --- the stream and its reader thread ---
+
+    def _open(self, device: str | None) -> bool:
+        if device is None:
+            return False
+        try:
+            stream = self.opener.open_stream(device)
+        except Exception as exc:  # a device that vanished between listing and opening
+            log.warning("cannot open %s: %s", device, exc)
+            return False
+        self._stream = stream
+        self._q = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._read_loop, args=(stream, self._q), daemon=True, name=f"read {device}"
+        )
+        self._thread.start()
+        return True
+
+    def _read_loop(self, stream: Stream, q: queue.Queue) -> None:
+        try:
+            while not self._closed.is_set():
+                data = stream.read()
+                if not data:
+                    break
+                q.put(data)
+        except Exception as exc:  # the device failed: the main loop reopens or follows
+            log.warning("reading %s failed: %s", stream.device, exc)
+        q.put(_ENDED)
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = None
+
+    # --- the Source interface ---
+
+    def blocks(self, frames_per_block: int) -> Iterator[np.ndarray | SourceEvent]:
+        gap_reason, gap_frames = "", 0
+        pending = b""
+        last_follow = last_reopen = time.monotonic()
+        while not self._closed.is_set():
+            now = time.monotonic()
+            if now - last_follow >= FOLLOW_POLL_SECONDS:
+                last_follow = now
+                yield from self._follow()
+            if self._stream is None and now - last_reopen >= REOPEN_SECONDS:
+                last_reopen = now
+                target = self.opener.default_device() if self.follow else self.name
+                if self._open(target):
+                    yield SourceEvent("device_switch", f"reconnected to {target}")
+            try:
+                data = self._q.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                data = None
+            if data is _ENDED:
+                yield SourceEvent("device_lost", f"{self.name} stopped delivering audio")
+                self._drop_stream()
+                continue
+            if data is None:  # nothing arrived: the clock moves on with silence
+                reason = "no audio" if self._stream is not None else "device lost"
+                fill = self.clock.missing_idle()
+                if fill:
+                    gap_reason, gap_frames = reason, gap_frames + fill
+                    yield from self._silence(fill)
+                continue
+            pending += data
+            usable = len(pending) // self._frame_bytes * self._frame_bytes
+            block = np.frombuffer(pending[:usable], dtype=np.int16).reshape(-1, self.channels)
+            pending = pending[usable:]
+            lost = self.clock.missing_before(len(block))
+            if lost:  # audio arrived late: frames were dropped on the way
+                gap_reason = gap_reason or "overflow"
+                gap_frames += lost
+                yield from self._silence(lost)
+            if gap_frames:
+                yield SourceEvent("gap", gap_reason, gap_frames)
+                gap_reason, gap_frames = "", 0
+            self.clock.produced += len(block)
+            yield block
+        if gap_frames:
+            yield SourceEvent("gap", gap_reason, gap_frames)
+
+    def _follow(self) -> Iterator[SourceEvent]:
+        if not self.follow:
+            return
+        default = self.opener.default_device()
+        if default is None or default == self.name:
+            return
+        old = self.name
+        self._drop_stream()
+        self.name = default
+        if self._open(default):
+            yield SourceEvent("device_switch", f"{old} → {default}")
+
+    def _silence(self, frames: int) -> Iterator[np.ndarray]:
+        step = round(MAX_FILL_SECONDS * self.rate)
+        while frames > 0:
+            n = min(frames, step)
+            frames -= n
+            self.clock.produced += n
+            yield np.zeros((n, self.channels), dtype=np.int16)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._drop_stream()
+        self.opener.close()
