@@ -7,6 +7,7 @@ exactly one place, :class:`_Commands.invoke`; anything else is a bug.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import datetime
@@ -15,18 +16,22 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
 from .archive import Archive
 from .config import DEFAULT_SEGMENT_SECONDS, resolve_home
-from .errors import CaptureError, Interrupted, PartialFailure, PipelineError
+from .errors import CaptureError, ConfigError, Interrupted, PartialFailure, PipelineError
+from .liveview import LiveState
 from .messages import SessionIndexed, SourceFailed
 from .recognize import EngineSpec
 from .replay import DEFAULT_PADDING_SECONDS
 from .search import Hit
+from .sources import KINDS, SourceSpec, live_backend
 from .supervisor import ingest as run_ingest
+from .supervisor import record as run_record
 
 
 class _Commands(TyperGroup):
@@ -61,6 +66,11 @@ HomeOption = Annotated[
         show_default=False,
     ),
 ]
+ModelOption = Annotated[
+    Path | None,
+    typer.Option(help="Vosk model folder (default: PocketSphinx US English, bundled)."),
+]
+SegmentOption = Annotated[float, typer.Option(help="Length of each recorded segment file.")]
 Before = Annotated[float, typer.Option(help="Seconds of audio before the moment.")]
 After = Annotated[float, typer.Option(help="Seconds of audio after the moment.")]
 
@@ -73,13 +83,8 @@ def _fail(message: str) -> None:
 def ingest(
     files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG; any rate).")],
     home: HomeOption = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(help="Vosk model folder (default: PocketSphinx US English, bundled)."),
-    ] = None,
-    segment_seconds: Annotated[
-        float, typer.Option(help="Length of each recorded segment file.")
-    ] = DEFAULT_SEGMENT_SECONDS,
+    model: ModelOption = None,
+    segment_seconds: SegmentOption = DEFAULT_SEGMENT_SECONDS,
     realtime: Annotated[bool, typer.Option(help="Pace the files at 1x, like live audio.")] = False,
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
@@ -108,6 +113,81 @@ def ingest(
             f"{len(report.failed)} of {len(files)} files could not be ingested (see above); "
             "the others are indexed"
         )
+
+
+@app.command()
+def record(
+    home: HomeOption = None,
+    source: Annotated[
+        str,
+        typer.Option(help="What to record: system (what the computer plays), mic, or system+mic."),
+    ] = "system",
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="A device name (or part of its description) from "
+            "`pipeline devices`; default: follow the default device."
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds.", show_default=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No live view; print only errors.")] = False,
+    model: ModelOption = None,
+    segment_seconds: SegmentOption = DEFAULT_SEGMENT_SECONDS,
+) -> None:
+    """Record live audio until Ctrl+C (or --duration), transcribing as it goes."""
+    if source not in KINDS:
+        raise ConfigError(f"--source must be one of {', '.join(KINDS)} (got {source!r})")
+    if device is not None and source == "system+mic":
+        raise ConfigError("--device picks one device; use it with --source system or mic")
+    h = resolve_home(home)
+    spec = EngineSpec.from_options(model)
+    state = LiveState(source=source, engine=spec.label, recordings=h.recordings)
+    run = functools.partial(
+        run_record,
+        SourceSpec(source, device),
+        h,
+        spec,
+        segment_seconds=segment_seconds,
+        duration=duration,
+        on_event=state.apply,
+        partials=not quiet,
+    )
+    if quiet:
+        report = run()
+    else:
+        with Live(state, console=out, refresh_per_second=4, transient=False):
+            report = run()
+    for s in report.failed:
+        _fail(s.message)
+    if not quiet:
+        for s in report.indexed:
+            out.print(
+                f"recorded {_duration(s.seconds)} from {s.source}: {s.utterances} "
+                f"utterances, {s.words} words (session {s.session_id})"
+            )
+    if report.failed:
+        raise typer.Exit(CaptureError.exit_code)
+
+
+@app.command()
+def devices(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List what can be recorded: system audio (monitors/loopback) and microphones."""
+    found = live_backend().devices()
+    if as_json:
+        out.print_json(json.dumps([d.__dict__ for d in found]))
+        return
+    table = Table(header_style="bold")
+    for name in ("kind", "default", "name", "description", "format"):
+        table.add_column(name, overflow="fold")
+    for d in found:
+        table.add_row(
+            d.kind, "*" if d.default else "", d.name, d.description, f"{d.rate} Hz, {d.channels} ch"
+        )
+    out.print(table)
 
 
 @app.command()

@@ -199,6 +199,10 @@ class EngineSpec:
         check_vosk_model(path)
         return cls("vosk", str(path))
 
+    @property
+    def label(self) -> str:
+        return f"vosk:{Path(self.model).name}" if self.kind == "vosk" else "pocketsphinx:en-us"
+
     def build(self) -> Engine:
         if self.kind == "vosk":
             return VoskEngine(self.model or "")

@@ -137,18 +137,8 @@ def _run(
     index_q = ctx.Queue()
     report_q = ctx.Queue(maxsize=REPORT_QUEUE_MAX)
     stop = ctx.Event()
+    # capture starts first: it should be recording while the others load their models
     procs = {
-        "indexer": ctx.Process(
-            target=run_indexer,
-            name="pipeline-indexer",
-            args=(str(home.root), index_q, report_q, 2),
-        ),
-        "recognizer": ctx.Process(
-            target=run_recognizer,
-            name="pipeline-recognizer",
-            args=(spec, audio_q, index_q),
-            kwargs={"report_q": report_q if partials else None},
-        ),
         "capture": ctx.Process(
             target=run_capture,
             name="pipeline-capture",
@@ -158,6 +148,17 @@ def _run(
                 "max_seconds": max_seconds,
                 "report_q": report_q,
             },
+        ),
+        "recognizer": ctx.Process(
+            target=run_recognizer,
+            name="pipeline-recognizer",
+            args=(spec, audio_q, index_q),
+            kwargs={"report_q": report_q if partials else None},
+        ),
+        "indexer": ctx.Process(
+            target=run_indexer,
+            name="pipeline-indexer",
+            args=(str(home.root), index_q, report_q, 2),
         ),
     }
     _start(procs.values())
