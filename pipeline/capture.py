@@ -194,7 +194,7 @@ def record_session(
     try:
         for item in source.blocks(max(1, round(CHUNK_SECONDS * source.rate))):
             if isinstance(item, SourceEvent):
-                index_q.put(_event(started.key, offset, item))
+                index_q.put(_event(started, offset, item))
                 continue
             block = item if limit is None else item[: limit - offset]
             writer.write(block, offset)  # on disk first: whatever happens next, it is kept
@@ -214,10 +214,13 @@ def record_session(
     return started.key
 
 
-def _event(session: str, offset: int, event: SourceEvent) -> SessionEvent:
+def _event(session: SessionStarted, offset: int, event: SourceEvent) -> SessionEvent:
     """A source event placed in the session: a gap's silence has already been written."""
-    log.warning("%s at %.1f s: %s", event.kind, offset, event.detail)
-    return SessionEvent(session, offset - event.frames, event.kind, event.detail, event.frames)
+    at = offset - event.frames
+    log.info(
+        "%s at %.1f s: %s (%d frames)", event.kind, at / session.rate, event.detail, event.frames
+    )
+    return SessionEvent(session.key, at, event.kind, event.detail, event.frames)
 
 
 class _Meter:

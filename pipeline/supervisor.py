@@ -171,6 +171,7 @@ def _run(
     finally:
         _restore_sigterm(previous)
     _shut_down(procs.values())
+    _check_alive(procs)  # a child that failed after sending its STOP still counts
 
 
 def _start(procs) -> None:

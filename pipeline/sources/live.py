@@ -45,6 +45,10 @@ class Stream(Protocol):
         """Interleaved int16 frames in the session's format; b"" once the device is gone."""
         ...
 
+    def pending(self) -> bool:
+        """Has the device delivered audio that has not been read yet?"""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -70,14 +74,14 @@ class LiveClock:
     def expected(self, now: float | None = None) -> int:
         return round(((now if now is not None else time.monotonic()) - self.t0) * self.rate)
 
-    def missing_before(self, frames: int, now: float | None = None) -> int:
-        """Frames lost before a block of ``frames`` that has just arrived (0 if none)."""
-        lag = self.expected(now) - frames - self.produced
-        return lag if lag > self.tolerance else 0
+    def behind(self, now: float | None = None) -> int:
+        """Frames the stream is behind the clock, if more than the tolerance (else 0).
 
-    def missing_idle(self, now: float | None = None) -> int:
-        """Silence to add while nothing arrives, keeping ``tolerance`` behind the clock."""
-        return max(0, self.expected(now) - self.tolerance - self.produced)
+        Only meaningful when everything the device sent has been read: late
+        audio still in a pipe is not lost audio.
+        """
+        lag = self.expected(now) - self.produced
+        return lag if lag > self.tolerance else 0
 
 
 _ENDED = object()
@@ -169,27 +173,30 @@ class LiveSource:
                 yield SourceEvent("device_lost", f"{self.name} stopped delivering audio")
                 self._drop_stream()
                 continue
-            if data is None:  # nothing arrived: the clock moves on with silence
-                reason = "no audio" if self._stream is not None else "device lost"
-                fill = self.clock.missing_idle()
-                if fill:
-                    gap_reason, gap_frames = reason, gap_frames + fill
-                    yield from self._silence(fill)
-                continue
-            pending += data
-            usable = len(pending) // self._frame_bytes * self._frame_bytes
-            block = np.frombuffer(pending[:usable], dtype=np.int16).reshape(-1, self.channels)
-            pending = pending[usable:]
-            lost = self.clock.missing_before(len(block))
-            if lost:  # audio arrived late: frames were dropped on the way
-                gap_reason = gap_reason or "overflow"
-                gap_frames += lost
-                yield from self._silence(lost)
-            if gap_frames:
-                yield SourceEvent("gap", gap_reason, gap_frames)
-                gap_reason, gap_frames = "", 0
-            self.clock.produced += len(block)
-            yield block
+            if data is not None:
+                if gap_frames:  # audio again: the gap before it is complete
+                    yield SourceEvent("gap", gap_reason, gap_frames)
+                    gap_reason, gap_frames = "", 0
+                pending += data
+                usable = len(pending) // self._frame_bytes * self._frame_bytes
+                block = np.frombuffer(pending[:usable], dtype=np.int16).reshape(-1, self.channels)
+                pending = pending[usable:]
+                self.clock.produced += len(block)
+                yield block
+            if self._q.empty() and not (self._stream is not None and self._stream.pending()):
+                # everything the device sent is read: if the clock is still ahead, the
+                # device is silent (WASAPI loopback), gone, or dropped frames
+                missing = self.clock.behind()
+                if missing:
+                    if self._stream is None:
+                        reason = "device lost"
+                    elif data is None:
+                        reason = "no audio"
+                    else:  # audio came, all of it is read, and still some is missing
+                        reason = "overflow"
+                    gap_reason = gap_reason or reason
+                    gap_frames += missing
+                    yield from self._silence(missing)
         if gap_frames:
             yield SourceEvent("gap", gap_reason, gap_frames)
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import select
 import shutil
 import subprocess
 import threading
@@ -257,6 +258,9 @@ class ParecStream:
 
     def read(self) -> bytes:
         return os.read(self._fd, READ_BYTES)
+
+    def pending(self) -> bool:
+        return bool(select.select([self._fd], [], [], 0)[0])
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -1,0 +1,236 @@
+"""Live recording from a real PulseAudio server: what is played is found when it was played."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from rich.console import Console
+
+from pipeline.archive import Archive
+from pipeline.errors import CaptureError, ConfigError
+from pipeline.liveview import LiveState
+from pipeline.messages import Indexed, Level, Partial, SessionEvent
+
+from .conftest import SHORT, sentences
+
+SHORT_START = sentences(SHORT)[0]["start"]
+
+
+def start_record(home: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "record", "--quiet", "--home", str(home), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_recording(pulse, streams: int = 1, timeout: float = 30.0) -> None:
+    """Until the recorder's parec streams (client name "pipeline") are connected."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outputs = pulse.run("pactl", "list", "source-outputs")
+        if outputs.count('application.name = "pipeline"') >= streams:
+            time.sleep(1.5)  # a new record stream may take a second to deliver its first audio
+            return
+        time.sleep(0.1)
+    raise AssertionError("the recorder never connected to PulseAudio")
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> str:
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return err
+
+
+def events(home: Path) -> list[tuple[str, str, float]]:
+    import sqlite3
+
+    rows = sqlite3.connect(Path(home) / "db" / "pipeline.db").execute(
+        "SELECT e.kind, e.detail, e.offset * 1.0 / s.rate, e.frames * 1.0 / s.rate "
+        "FROM session_events e "
+        "JOIN sessions s ON s.id = e.session_id ORDER BY e.offset"
+    )
+    return list(rows)
+
+
+def found_at(home: Path, phrase: str) -> list[datetime]:
+    return sorted(h.at for h in Archive(home).search(phrase))
+
+
+def test_speech_played_to_the_default_output_is_found_when_it_was_played(pulse, tmp_path):
+    proc = start_record(tmp_path, "--duration", "12")
+    wait_until_recording(pulse)
+    time.sleep(1.0)
+    began = pulse.play(SHORT)
+    finish(proc)
+    [hit] = Archive(tmp_path).search("train to london")
+    spoken = datetime.fromtimestamp(began + SHORT_START, UTC)
+    assert abs((hit.at - spoken).total_seconds()) < 1.0
+    [session] = Archive(tmp_path).sessions()
+    assert session.source_kind == "system" and session.source == "speakers.monitor"
+    assert session.seconds == pytest.approx(12.0, abs=0.01)
+
+
+def test_a_silence_in_the_middle_keeps_the_timeline_true(pulse, tmp_path):
+    """A suspended output's monitor sends *nothing* (as WASAPI loopback does in silence)."""
+    proc = start_record(tmp_path, "--duration", "20")
+    wait_until_recording(pulse)
+    first = pulse.play(SHORT)
+    pulse.run("pactl", "suspend-sink", "speakers", "1")
+    time.sleep(6)
+    pulse.run("pactl", "suspend-sink", "speakers", "0")
+    time.sleep(0.5)
+    second = pulse.play(SHORT)
+    finish(proc)
+    hits = found_at(tmp_path, "train to london")
+    assert len(hits) == 2
+    for hit, began in zip(hits, (first, second), strict=True):
+        spoken = datetime.fromtimestamp(began + SHORT_START, UTC)
+        assert abs((hit - spoken).total_seconds()) < 1.0
+    [session] = Archive(tmp_path).sessions()
+    files = sorted((tmp_path / "recordings" / session.key).iterdir())
+    assert sum(sf.info(str(f)).frames for f in files) == round(20 * session.rate)
+    # (a record stream's first audio may come a second late: a gap at 0 s is fine too)
+    [gap] = [e for e in events(tmp_path) if e[0] == "gap" and e[2] > 2.0]
+    assert gap[1] == "no audio" and 3.0 < gap[3] < 7.0
+
+
+def test_capture_follows_a_switch_of_the_default_output(pulse, tmp_path):
+    proc = start_record(tmp_path, "--duration", "16")
+    wait_until_recording(pulse)
+    try:
+        pulse.play(SHORT, "speakers")
+        switched = time.time()
+        pulse.run("pactl", "set-default-sink", "headphones")
+        time.sleep(2.0)
+        began = pulse.play(SHORT, "headphones")
+    finally:
+        pulse.reset()
+    finish(proc)
+    hits = found_at(tmp_path, "train to london")
+    assert len(hits) == 2  # heard on the speakers, then on the headphones
+    spoken = datetime.fromtimestamp(began + SHORT_START, UTC)
+    assert abs((hits[1] - spoken).total_seconds()) < 1.0
+    [session] = Archive(tmp_path).sessions()
+    switch = [e for e in events(tmp_path) if e[0] == "device_switch"]
+    assert switch and "headphones.monitor" in switch[0][1]
+    assert session.started_at.timestamp() + switch[0][2] - switched < 2.0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_cleanly_and_keeps_everything(pulse, tmp_path, sig):
+    proc = start_record(tmp_path)
+    wait_until_recording(pulse)
+    pulse.play(SHORT)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    finish(proc)
+    assert Archive(tmp_path).search("train to london")
+    [session] = Archive(tmp_path).sessions()
+    assert session.status == "complete"
+    files = list((tmp_path / "recordings" / session.key).iterdir())
+    assert files and all(f.suffix == ".wav" for f in files)  # the open segment was closed
+    assert sum(sf.info(str(f)).frames for f in files) == round(session.seconds * session.rate)
+
+
+def test_a_microphone_is_recorded(pulse, tmp_path):
+    proc = start_record(tmp_path, "--source", "mic", "--duration", "10")
+    wait_until_recording(pulse)
+    began = pulse.play(SHORT, "micfeed")
+    finish(proc)
+    [hit] = Archive(tmp_path).search("train to london")
+    assert abs((hit.at - datetime.fromtimestamp(began + SHORT_START, UTC)).total_seconds()) < 1
+    assert Archive(tmp_path).sessions()[0].source == "testmic"
+
+
+def test_system_and_mic_are_two_channels_of_one_session(pulse, tmp_path):
+    proc = start_record(tmp_path, "--source", "system+mic", "--duration", "12")
+    wait_until_recording(pulse, streams=2)
+    system = pulse.play(SHORT, "speakers")
+    mic = pulse.play(SHORT, "micfeed")
+    finish(proc)
+    [session] = Archive(tmp_path).sessions()
+    assert session.channels == 2 and session.source_kind == "system+mic"
+    hits = found_at(tmp_path, "train to london")
+    assert len(hits) == 2
+    for hit, began in zip(hits, (system, mic), strict=True):
+        assert abs((hit - datetime.fromtimestamp(began + SHORT_START, UTC)).total_seconds()) < 1
+    [segment] = (tmp_path / "recordings" / session.key).iterdir()
+    data, rate = sf.read(str(segment), dtype="int16")
+    loud = abs(data) > 1000
+    system_at = (loud[:, 0].argmax() / rate, loud[:, 1].argmax() / rate)
+    assert system_at[0] < system_at[1]  # the system spoke first, then the microphone
+
+
+def test_devices_lists_monitors_and_microphones_with_defaults(pulse, cli):
+    result = cli("devices", "--json")
+    assert result.exit_code == 0, result.output
+    devices = {d["name"]: d for d in json.loads(result.stdout)}
+    assert (
+        devices["speakers.monitor"]["kind"] == "system" and devices["speakers.monitor"]["default"]
+    )
+    assert devices["headphones.monitor"]["kind"] == "system"
+    assert not devices["headphones.monitor"]["default"]
+    assert devices["testmic"]["kind"] == "mic" and devices["testmic"]["default"]
+
+
+def test_an_unknown_device_is_one_line(pulse, cli, home):
+    result = cli("record", "--device", "no such thing", "--home", home.root)
+    assert result.exit_code == CaptureError.exit_code
+    assert "pipeline devices" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_bad_source_or_duration_is_one_line(cli, home):
+    for args in (
+        ["--source", "radio"],
+        ["--duration", "-5"],
+        ["--source", "system+mic", "--device", "x"],
+    ):
+        result = cli("record", *args, "--home", home.root)
+        assert result.exit_code == ConfigError.exit_code, args
+        assert result.stderr.count("\n") == 1
+
+
+def test_no_sound_server_is_one_line(cli, home, tmp_path, monkeypatch):
+    empty = tmp_path / "xdg"
+    empty.mkdir(mode=0o700)
+    (empty / "client.conf").write_text("autospawn = no\n")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(empty))
+    monkeypatch.setenv("PULSE_RUNTIME_PATH", str(empty / "pulse"))
+    monkeypatch.setenv("PULSE_CLIENTCONFIG", str(empty / "client.conf"))
+    monkeypatch.setenv("PULSE_SERVER", f"unix:{empty}/nothing-here")
+    result = cli("record", "--home", home.root)
+    assert result.exit_code == CaptureError.exit_code
+    assert "no PulseAudio/PipeWire server" in result.stderr and result.stderr.count("\n") == 1
+    assert not (home.recordings).exists() or not any(home.recordings.iterdir())
+
+
+def test_the_live_view_shows_level_partial_lines_and_events(tmp_path):
+    state = LiveState(source="system", engine="pocketsphinx:en-us", recordings=tmp_path)
+    state.apply(Level("s", -20.0, -6.0, 75.0, "speakers.monitor"))
+    state.apply(Indexed("s", "the budget meeting starts at nine", 61.2, 6))
+    state.apply(Partial("s", "please send the"))
+    state.apply(SessionEvent("s", 0, "device_switch", "speakers.monitor → headphones.monitor"))
+    console = Console(file=StringIO(), width=100)
+    console.print(state)
+    text = console.file.getvalue()
+    for expected in (
+        "speakers.monitor",
+        "0:01:15",
+        "-20 dB",
+        "words indexed 6",
+        "0:01:01  the budget meeting starts at nine",
+        "please send the …",
+        "device_switch: speakers.monitor → headphones.monitor",
+    ):
+        assert expected in text, expected
