@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import CaptureError
 from . import SourceEvent
 
 log = logging.getLogger(__name__)
@@ -110,19 +111,24 @@ class LiveSource:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         first = device if device is not None else opener.default_device()
-        self._open(first)
+        if first is None:
+            raise CaptureError(f"there is no default {kind} device; pass --device")
+        self._open(first, initial=True)
         self.name = first or "(none)"
         self.started_at = datetime.now(UTC)
         self.clock = LiveClock(rate)
 
     # --- the stream and its reader thread ---
 
-    def _open(self, device: str | None) -> bool:
+    def _open(self, device: str | None, *, initial: bool = False) -> bool:
         if device is None:
             return False
         try:
             stream = self.opener.open_stream(device)
         except Exception as exc:  # a device that vanished between listing and opening
+            if initial:
+                self.opener.close()
+                raise CaptureError(f"cannot record from {device}: {exc}") from exc
             log.warning("cannot open %s: %s", device, exc)
             return False
         self._stream = stream

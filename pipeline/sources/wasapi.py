@@ -195,7 +195,7 @@ class WasapiStream:
         self._stream = self._pa.open(
             format=self._module.paInt16,
             channels=self._channels_in,
-            rate=self.rate,
+            rate=device_rate,
             input=True,
             input_device_index=info["index"],
             frames_per_buffer=READ_FRAMES,
