@@ -159,6 +159,8 @@ def record(
     else:
         with Live(state, console=out, refresh_per_second=4, transient=False):
             report = run()
+        if not out.is_terminal:
+            out.print()  # the last frame ends without a newline when not on a terminal
     for s in report.failed:
         _fail(s.message)
     if not quiet:

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,19 +209,24 @@ def _restore_sigterm(previous) -> None:
 def _watch(procs, report_q, stop, report: RunReport, notify, audio_q) -> None:
     """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
     interrupts = 0
+    beat = time.monotonic()
     while True:
         try:
             msg = report_q.get(timeout=REPORT_POLL_SECONDS)
         except queue.Empty:
-            _check_alive(procs)
-            notify(Heartbeat(_depth(audio_q)))
-            continue
+            msg = None
         except KeyboardInterrupt:
             interrupts += 1
             report.interrupted = True
             stop.set()  # capture closes its segment; STOP drains the chain
             if interrupts > 1:
                 raise
+            continue
+        if time.monotonic() - beat >= REPORT_POLL_SECONDS:  # even while messages flow
+            beat = time.monotonic()
+            _check_alive(procs)
+            notify(Heartbeat(_depth(audio_q)))
+        if msg is None:
             continue
         if isinstance(msg, Stop):
             return
