@@ -31,6 +31,7 @@ from . import SourceEvent
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often the loop looks at the clock when nothing arrives
+HOLD_SECONDS = 0.25  # audio is passed on in blocks held at most this long
 GAP_TOLERANCE_SECONDS = 0.5  # lateness allowed before silence stands in for audio
 FOLLOW_POLL_SECONDS = 0.5  # how often the default device is checked
 REOPEN_SECONDS = 1.0  # retry interval after a device is lost
@@ -75,13 +76,13 @@ class LiveClock:
     def expected(self, now: float | None = None) -> int:
         return round(((now if now is not None else time.monotonic()) - self.t0) * self.rate)
 
-    def behind(self, now: float | None = None) -> int:
+    def behind(self, held: int = 0, now: float | None = None) -> int:
         """Frames the stream is behind the clock, if more than the tolerance (else 0).
 
         Only meaningful when everything the device sent has been read: late
-        audio still in a pipe is not lost audio.
+        audio still in a pipe is not lost audio. ``held``: frames read, not yet passed on.
         """
-        lag = self.expected(now) - self.produced
+        lag = self.expected(now) - self.produced - held
         return lag if lag > self.tolerance else 0
 
 
@@ -158,53 +159,100 @@ class LiveSource:
     # --- the Source interface ---
 
     def blocks(self, frames_per_block: int) -> Iterator[np.ndarray | SourceEvent]:
+        """Blocks of about ``frames_per_block`` frames, held at most HOLD_SECONDS.
+
+        Devices deliver every few tens of milliseconds; passing each delivery on
+        would cost a file write and a queue message each, so they are gathered.
+        """
         gap_reason, gap_frames = "", 0
-        pending = b""
+        pending, held_since = b"", 0.0
+        block_bytes = frames_per_block * self._frame_bytes
         last_follow = last_reopen = time.monotonic()
         while not self._closed.is_set():
             now = time.monotonic()
             if now - last_follow >= FOLLOW_POLL_SECONDS:
                 last_follow = now
+                yield from self._flush_all(pending)
+                pending = b""
                 yield from self._follow()
             if self._stream is None and now - last_reopen >= REOPEN_SECONDS:
                 last_reopen = now
                 target = self.opener.default_device() if self.follow else self.name
                 if self._open(target):
                     yield SourceEvent("device_switch", f"reconnected to {target}")
-            try:
-                data = self._q.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                data = None
+            # with audio held, wait only until it is due; else until the next clock check
+            wait = POLL_SECONDS if not pending else held_since + HOLD_SECONDS - time.monotonic()
+            data = self._take(max(0.0, min(POLL_SECONDS, wait)))
             if data is _ENDED:
+                yield from self._flush_all(pending)
+                pending = b""
                 yield SourceEvent("device_lost", f"{self.name} stopped delivering audio")
                 self._drop_stream()
                 continue
-            if data is not None:
+            if data:
                 if gap_frames:  # audio again: the gap before it is complete
                     yield SourceEvent("gap", gap_reason, gap_frames)
                     gap_reason, gap_frames = "", 0
+                if not pending:
+                    held_since = time.monotonic()
                 pending += data
-                usable = len(pending) // self._frame_bytes * self._frame_bytes
-                block = np.frombuffer(pending[:usable], dtype=np.int16).reshape(-1, self.channels)
-                pending = pending[usable:]
-                self.clock.produced += len(block)
-                yield block
+            if len(pending) >= block_bytes or (
+                pending and time.monotonic() - held_since >= HOLD_SECONDS
+            ):
+                block, pending = self._frames(pending)
+                if len(block):
+                    yield block
             if self._q.empty() and not (self._stream is not None and self._stream.pending()):
                 # everything the device sent is read: if the clock is still ahead, the
                 # device is silent (WASAPI loopback), gone, or dropped frames
-                missing = self.clock.behind()
+                missing = self.clock.behind(len(pending) // self._frame_bytes)
                 if missing:
+                    yield from self._flush_all(pending)
+                    pending = b""
                     if self._stream is None:
                         reason = "device lost"
-                    elif data is None:
+                    elif not data:
                         reason = "no audio"
                     else:  # audio came, all of it is read, and still some is missing
                         reason = "overflow"
                     gap_reason = gap_reason or reason
                     gap_frames += missing
                     yield from self._silence(missing)
+        yield from self._flush_all(pending)
         if gap_frames:
             yield SourceEvent("gap", gap_reason, gap_frames)
+
+    def _take(self, wait: float) -> bytes | object | None:
+        """What the reader thread has delivered, waiting up to ``wait`` seconds for it."""
+        chunks = []
+        try:
+            chunks.append(self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait())
+            while True:
+                chunks.append(self._q.get_nowait())
+        except queue.Empty:
+            pass
+        if not chunks:
+            return None
+        if _ENDED in chunks:  # the device ended: what came before it still counts
+            data = b"".join(c for c in chunks[: chunks.index(_ENDED)])
+            if data:
+                self._q.put(_ENDED)
+                return data
+            return _ENDED
+        return b"".join(chunks)
+
+    def _frames(self, pending: bytes) -> tuple[np.ndarray, bytes]:
+        """The whole frames in ``pending`` (counted on the clock) and the leftover bytes."""
+        usable = len(pending) // self._frame_bytes * self._frame_bytes
+        block = np.frombuffer(pending[:usable], dtype=np.int16).reshape(-1, self.channels)
+        self.clock.produced += len(block)
+        return block, pending[usable:]
+
+    def _flush_all(self, pending: bytes) -> Iterator[np.ndarray]:
+        if pending:
+            block, _ = self._frames(pending)
+            if len(block):
+                yield block
 
     def _follow(self) -> Iterator[SourceEvent]:
         if not self.follow:
