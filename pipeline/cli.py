@@ -125,8 +125,8 @@ def record(
     device: Annotated[
         str | None,
         typer.Option(
-            help="A device name (or part of its description) from "
-            "`pipeline devices`; default: follow the default device."
+            help="A device from `pipeline devices`: its number, name, or part of its "
+            "description; default: follow the default device."
         ),
     ] = None,
     duration: Annotated[
@@ -180,14 +180,19 @@ def devices(
     """List what can be recorded: system audio (monitors/loopback) and microphones."""
     found = live_backend().devices()
     if as_json:
-        out.print_json(json.dumps([d.__dict__ for d in found]))
+        out.print_json(json.dumps([{"index": i, **d.__dict__} for i, d in enumerate(found)]))
         return
     table = Table(header_style="bold")
-    for name in ("kind", "default", "name", "description", "format"):
+    for name in ("#", "kind", "default", "name", "description", "format"):
         table.add_column(name, overflow="fold")
-    for d in found:
+    for i, d in enumerate(found):
         table.add_row(
-            d.kind, "*" if d.default else "", d.name, d.description, f"{d.rate} Hz, {d.channels} ch"
+            str(i),
+            d.kind,
+            "*" if d.default else "",
+            d.name,
+            d.description,
+            f"{d.rate} Hz, {d.channels} ch",
         )
     out.print(table)
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from rich.console import Console
@@ -234,3 +235,59 @@ def test_the_live_view_shows_level_partial_lines_and_events(tmp_path):
         "device_switch: speakers.monitor → headphones.monitor",
     ):
         assert expected in text, expected
+
+
+def test_a_device_can_be_chosen_by_its_number(pulse, cli, tmp_path):
+    listed = json.loads(cli("devices", "--json").stdout)
+    [headphones] = [d for d in listed if d["name"] == "headphones.monitor"]
+    proc = start_record(tmp_path, "--device", str(headphones["index"]), "--duration", "9")
+    wait_until_recording(pulse)
+    pulse.play(SHORT, "speakers")  # not the chosen device: not recorded
+    began = pulse.play(SHORT, "headphones")
+    finish(proc)
+    [hit] = Archive(tmp_path).search("train to london")
+    assert abs((hit.at - datetime.fromtimestamp(began + SHORT_START, UTC)).total_seconds()) < 1
+    assert Archive(tmp_path).sessions()[0].source == "headphones.monitor"
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_finished_segments(pulse, tmp_path):
+    proc = start_record(tmp_path, "--segment-seconds", "2")
+    wait_until_recording(pulse)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130 and err.count("\n") == 1 and "kept" in err
+    finished = list((tmp_path / "recordings").glob("*/*.wav"))
+    assert len(finished) >= 2
+    for f in finished:
+        assert sf.info(str(f)).frames > 0
+
+
+def test_live_segments_rotate_on_wall_clock_boundaries(tmp_path):
+    from pipeline.capture import SegmentWriter
+    from pipeline.messages import SessionStarted
+
+    started = datetime(2026, 11, 25, 12, 3, 17, 500000, tzinfo=UTC)
+    session = SessionStarted("k", "system", "speakers.monitor", started, 1000, 1)
+    closed = []
+    writer = SegmentWriter(tmp_path, session, 60 * 1000, closed.append, align_to_clock=True)
+    writer.write(np.zeros((150 * 1000, 1), np.int16), 0)
+    writer.close()
+    assert [c.frames for c in closed] == [42500, 60000, 47500]
+    assert [c.started_at.strftime("%H:%M:%S.%f") for c in closed] == [
+        "12:03:17.500000",
+        "12:04:00.000000",
+        "12:05:00.000000",
+    ]
+    assert [Path(c.path).name for c in closed][1] == "20261125T120400.000Z.wav"
+
+
+def test_parec_that_cannot_record_is_one_line(pulse):
+    from pipeline.sources.pulse import ParecStream
+
+    with pytest.raises(CaptureError, match="parec cannot record no-such-source"):
+        ParecStream("no-such-source", 48000, 2)

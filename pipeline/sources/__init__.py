@@ -70,16 +70,6 @@ class SourceSpec:
         return self.target or f"default {self.kind}"
 
 
-class Backend(Protocol):
-    """A platform's live audio: list devices, check a spec, open a source."""
-
-    def devices(self) -> list[Device]: ...
-
-    def check(self, spec: SourceSpec) -> str: ...
-
-    def open(self, spec: SourceSpec) -> Source: ...
-
-
 @dataclass(frozen=True)
 class Device:
     """A recordable device, as `pipeline devices` lists it."""
@@ -90,6 +80,54 @@ class Device:
     default: bool
     rate: int
     channels: int
+
+
+class Backend:
+    """A platform's live audio: list devices, check a spec, open a source.
+
+    Subclasses list devices and open sources; choosing the device a user
+    meant is the same everywhere and lives here.
+    """
+
+    def devices(self) -> list[Device]:
+        raise NotImplementedError
+
+    def open(self, spec: SourceSpec) -> Source:
+        raise NotImplementedError
+
+    def resolve(self, kind: str, wanted: str | None) -> Device:
+        """The default device of a kind, or the one ``wanted`` names.
+
+        ``wanted`` is a number from `pipeline devices`, a device's name, or a
+        part of its name or description (case-insensitive).
+        """
+        listed = self.devices()
+        devices = [d for d in listed if d.kind == kind]
+        what = "system audio" if kind == "system" else "microphone"
+        if wanted is None:
+            found = [d for d in devices if d.default]
+            if not found:
+                raise CaptureError(f"there is no default {what} device; pass --device")
+            return found[0]
+        if wanted.isdigit() and int(wanted) < len(listed) and listed[int(wanted)].kind == kind:
+            return listed[int(wanted)]
+        w = wanted.casefold()
+        for match in (
+            lambda d: d.name.casefold() in (w, f"{w}.monitor"),
+            lambda d: w in d.description.casefold() or w in d.name.casefold(),
+        ):
+            found = [d for d in devices if match(d)]
+            if found:
+                return found[0]
+        raise CaptureError(
+            f"no {what} device matches {wanted!r}; run `pipeline devices` to see them"
+        )
+
+    def check(self, spec: SourceSpec) -> str:
+        """Fail now, with one line, if the spec cannot be recorded; else name its devices."""
+        kinds = spec.kind.split("+")
+        target = spec.target if len(kinds) == 1 else None
+        return " + ".join(self.resolve(k, target).name for k in kinds)
 
 
 def live_backend() -> Backend:

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 
 from ..errors import CaptureError
-from . import Device, SourceSpec
+from . import Backend, Device, SourceSpec
 from .live import LiveSource
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PACTL_TIMEOUT_SECONDS = 5.0
 READ_BYTES = 8192  # per read from parec's pipe; parec delivers every LATENCY_MSEC
 LATENCY_MSEC = 50
+STARTUP_SECONDS = 0.2  # parec fails within this when it cannot record a device
 _SPEC = re.compile(r"(\w+) (\d+)ch (\d+)Hz")
 # "Event 'change' on server #0" is a change of default; a sink or source coming or
 # going may make a new default too. Streams ("sink-input") coming and going do not.
@@ -108,7 +109,7 @@ def _monitor_of(info: _Info, sink_name: str | None) -> str | None:
     return None
 
 
-class PulseBackend:
+class PulseBackend(Backend):
     """Devices and sources of the running PulseAudio/PipeWire server."""
 
     def devices(self) -> list[Device]:
@@ -140,35 +141,6 @@ class PulseBackend:
                     )
                 )
         return sorted(out, key=lambda d: (d.kind != "system", not d.default, d.name))
-
-    def resolve(self, kind: str, wanted: str | None) -> Device:
-        """The device a spec means: the default, or the one whose name/description matches."""
-        devices = [d for d in self.devices() if d.kind == kind]
-        if wanted is None:
-            for d in devices:
-                if d.default:
-                    return d
-            if kind == "mic":
-                raise CaptureError("there is no default microphone; plug one in or pass --device")
-            raise CaptureError("the sound server has no default output to record; pass --device")
-        w = wanted.casefold()
-        for match in (
-            lambda d: d.name.casefold() == w or d.name.casefold() == f"{w}.monitor",
-            lambda d: w in d.description.casefold() or w in d.name.casefold(),
-        ):
-            found = [d for d in devices if match(d)]
-            if found:
-                return found[0]
-        raise CaptureError(
-            f"no {'system audio' if kind == 'system' else 'microphone'} device matches "
-            f"{wanted!r}; run `pipeline devices` to see the names"
-        )
-
-    def check(self, spec: SourceSpec) -> str:
-        kinds = spec.kind.split("+")
-        return " + ".join(
-            self.resolve(k, spec.target if len(kinds) == 1 else None).name for k in kinds
-        )
 
     def open(self, spec: SourceSpec):
         if spec.kind == "system+mic":
@@ -251,10 +223,16 @@ class ParecStream:
                 "--stream-name=pipeline capture",
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )
         self._fd = self._proc.stdout.fileno()
+        try:  # a device that is busy, gone or forbidden makes parec give up at once
+            self._proc.wait(timeout=STARTUP_SECONDS)
+        except subprocess.TimeoutExpired:
+            return
+        reason = self._proc.stderr.read().decode(errors="replace").strip().splitlines()
+        raise CaptureError(f"parec cannot record {device}: {(reason or ['no reason'])[-1]}")
 
     def read(self) -> bytes:
         return os.read(self._fd, READ_BYTES)
@@ -271,6 +249,7 @@ class ParecStream:
                 self._proc.kill()
                 self._proc.wait()
         self._proc.stdout.close()
+        self._proc.stderr.close()
 
 
 class _Subscription:

@@ -20,7 +20,7 @@ import numpy as np
 import soxr
 
 from ..errors import CaptureError
-from . import Device, SourceSpec
+from . import Backend, Device, SourceSpec
 from .live import LiveSource
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def _import_pyaudio():
     return pyaudiowpatch
 
 
-class WasapiBackend:
+class WasapiBackend(Backend):
     """Devices and sources of WASAPI; ``pyaudio`` is the pyaudiowpatch module (or a fake)."""
 
     def __init__(self, pyaudio=None) -> None:
@@ -97,29 +97,6 @@ class WasapiBackend:
                 )
             )
         return sorted(out, key=lambda d: (d.kind != "system", not d.default, d.name))
-
-    def resolve(self, kind: str, wanted: str | None) -> Device:
-        devices = [d for d in self.devices() if d.kind == kind]
-        if wanted is None:
-            found = [d for d in devices if d.default]
-        else:
-            w = wanted.casefold()
-            found = [d for d in devices if d.name.casefold() == w] or [
-                d for d in devices if w in d.name.casefold()
-            ]
-        if not found:
-            what = "system audio (loopback)" if kind == "system" else "microphone"
-            raise CaptureError(
-                f"no {what} device {'is the default' if wanted is None else f'matches {wanted!r}'}"
-                "; run `pipeline devices` to see the names"
-            )
-        return found[0]
-
-    def check(self, spec: SourceSpec) -> str:
-        kinds = spec.kind.split("+")
-        return " + ".join(
-            self.resolve(k, spec.target if len(kinds) == 1 else None).name for k in kinds
-        )
 
     def open(self, spec: SourceSpec):
         if spec.kind == "system+mic":
