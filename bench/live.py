@@ -1,8 +1,8 @@
 """Live recording on a real PulseAudio server: capture CPU, sound→searchable latency, RSS.
 
-    uv run python bench/live.py                    # all three, RSS over 30 minutes
-    uv run python bench/live.py --rss-minutes 5    # a shorter RSS run
-    uv run python bench/live.py --skip-rss
+    uv run python bench/live.py                  # all three, the long run 60 minutes
+    uv run python bench/live.py --minutes 5      # a shorter long run
+    uv run python bench/live.py --skip-long      # CPU and latency only
 
 It starts a private PulseAudio server (null sinks at 48 kHz stereo, as in
 tests/pulse_server.py), runs the real `pipeline record` against it, and prints:
@@ -13,8 +13,11 @@ tests/pulse_server.py), runs the real `pipeline record` against it, and prints:
    reading the same monitor in the same format. Goal: capture ≤ 1 %.
 2. Latency from the end of a spoken phrase (paplay returns) to the moment
    `Archive.search` finds it, over ≥ 20 phrases: p50/p95/max. Goal: p95 ≤ 2 s.
-3. RSS of every pipeline process sampled through a long recording with
-   speech playing now and then: first, last, max, and growth per hour.
+3. Through a long recording (speech every ~10 s, the output silent with no
+   frames at all for 30 s every 5 minutes): RSS of every pipeline process
+   (first, last, max, growth per hour), and how far each heard utterance's
+   start is from when its file began to play, in the last 10 minutes. Goals:
+   RSS flat, timeline within 0.5 s.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+GAP_SECONDS = 30
+GAP_EVERY_SECONDS = 300
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -204,20 +209,40 @@ def bench_latency(pulse, tmp: Path, rounds: int, files) -> None:
 # --- 3. RSS -------------------------------------------------------------------------
 
 
-def bench_rss(pulse, tmp: Path, minutes: float, files) -> None:
-    print(f"\n[3] RSS over {minutes:g} minutes of recording (speech every ~10 s)")
-    rec = start_record(pulse, tmp / "rss")
+def bench_long_run(pulse, tmp: Path, minutes: float, files) -> None:
+    """RSS of every process, and whether heard times stay true, over a long recording.
+
+    Speech plays every ~10 s; every GAP_EVERY_SECONDS the output is suspended
+    for GAP_SECONDS, so its monitor sends nothing at all (as WASAPI loopback
+    does in silence) and the recorder must fill the time.
+    """
+    from pipeline.archive import Archive
+
+    print(
+        f"\n[3] {minutes:g} minutes of recording: speech every ~10 s, the output silent "
+        f"(no frames) for {GAP_SECONDS} s every {GAP_EVERY_SECONDS // 60} min"
+    )
+    home = tmp / "long"
+    rec = start_record(pulse, home)
     procs = family(rec.pid)
     samples: dict[str, list[tuple[float, int]]] = {n: [] for n in procs}
+    plays: list[tuple[float, str]] = []  # (wall-clock time playing began, phrase)
     t0 = time.monotonic()
     end = t0 + minutes * 60
-    next_sample, i = t0, 0
+    next_sample, next_gap, i = t0, t0 + GAP_EVERY_SECONDS, 0
     while time.monotonic() < end:
         if time.monotonic() >= next_sample:
             for name, pid in procs.items():
                 samples[name].append((time.monotonic() - t0, proc_rss(pid)))
             next_sample += 10
-        pulse.play(files[i % len(files)][0])
+        if time.monotonic() >= next_gap:
+            pulse.run("pactl", "suspend-sink", "speakers", "1")
+            time.sleep(GAP_SECONDS)
+            pulse.run("pactl", "suspend-sink", "speakers", "0")
+            time.sleep(1.0)
+            next_gap += GAP_EVERY_SECONDS
+        path, phrase = files[i % len(files)]
+        plays.append((pulse.play(path), phrase))
         i += 1
         time.sleep(7)
     stop_record(rec)
@@ -225,10 +250,33 @@ def bench_rss(pulse, tmp: Path, minutes: float, files) -> None:
     for name, points in samples.items():
         mb = [r / 1e6 for _, r in points]
         skip = len(points) // 5  # after warm-up: the slope of the last 80 %
-        xs = [t / 3600 for t, _ in points[skip:]]
-        ys = mb[skip:]
-        slope = _slope(xs, ys)
+        slope = _slope([t / 3600 for t, _ in points[skip:]], mb[skip:])
         print(f"  {name:16} {mb[0]:9.1f} {mb[-1]:9.1f} {max(mb):9.1f} {slope:9.2f}")
+    _timeline(Archive(home), plays, t0_wall=plays[0][0] if plays else 0.0)
+
+
+def _timeline(archive, plays: list[tuple[float, str]], t0_wall: float) -> None:
+    """How far each heard utterance's start is from when its file began playing."""
+    errors: list[tuple[float, float]] = []  # (minutes into the run, error s)
+    found = 0
+    for began, phrase in plays:
+        hits = archive.search(phrase, limit=10_000)
+        near = [h for h in hits if abs(h.at.timestamp() - began) < 5]
+        if not near:
+            continue
+        found += 1
+        hit = min(near, key=lambda h: abs(h.at.timestamp() - began))
+        start = hit.at.timestamp() - (hit.start - hit.utterance_start)
+        errors.append(((began - t0_wall) / 60, start - began))
+    late = [e for m, e in errors if m >= (errors[-1][0] - 10 if errors else 0)]
+    worst = max((abs(e) for _, e in errors), default=float("nan"))
+    print(f"  phrases found at their time: {found} of {len(plays)}")
+    median = statistics.median(e for _, e in errors)
+    print(
+        f"  utterance start − playback start: median {median:+.2f} s, "
+        f"last 10 min median {statistics.median(late):+.2f} s, worst {worst:.2f} s"
+    )
+    print(f"timeline_error_last_10min: {max(abs(e) for e in late):.2f} s  [goal <= 0.5 s]")
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
@@ -243,8 +291,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-seconds", type=float, default=60)
     parser.add_argument("--latency-rounds", type=int, default=3)
-    parser.add_argument("--rss-minutes", type=float, default=30)
-    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--minutes", type=float, default=60, help="length of the long run")
+    parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument("--skip-short", action="store_true", help="only the long run")
     args = parser.parse_args()
 
     from tests.pulse_server import Pulse
@@ -261,10 +310,11 @@ def main() -> None:
                 f"PulseAudio {pulse.run('pactl', 'info').split('Server Version: ')[1].split()[0]}"
                 f", null sink 48000 Hz 2 ch; load average {os.getloadavg()[0]:.2f}"
             )
-            bench_cpu(pulse, tmp, args.cpu_seconds, files)
-            bench_latency(pulse, tmp, args.latency_rounds, files)
-            if not args.skip_rss:
-                bench_rss(pulse, tmp, args.rss_minutes, files)
+            if not args.skip_short:
+                bench_cpu(pulse, tmp, args.cpu_seconds, files)
+                bench_latency(pulse, tmp, args.latency_rounds, files)
+            if not args.skip_long:
+                bench_long_run(pulse, tmp, args.minutes, files)
         finally:
             pulse.stop()
 
