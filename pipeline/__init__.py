@@ -1,21 +1,7 @@
 """pipeline: record a computer's audio, transcribe it offline, find any spoken moment again."""
 
-from .errors import (
-    CaptureError,
-    ConfigError,
-    DatabaseLockedError,
-    IndexerError,
-    Interrupted,
-    ModelError,
-    NotFoundError,
-    PartialFailure,
-    PipelineError,
-    ProcessDiedError,
-    QueryError,
-    RecognizerError,
-    ReplayError,
-    SourceFileError,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F403 (every error class; the list is errors.__all__)
 
 __version__ = "0.1.0"
 
@@ -32,23 +18,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "Archive",
-    "CaptureError",
-    "ConfigError",
-    "DatabaseLockedError",
-    "Hit",
-    "IndexerError",
-    "Interrupted",
-    "ModelError",
-    "Moment",
-    "NotFoundError",
-    "PartialFailure",
-    "PipelineError",
-    "ProcessDiedError",
-    "QueryError",
-    "RecognizerError",
-    "ReplayError",
-    "SessionInfo",
-    "SourceFileError",
-]
+__all__ = [*_LAZY, *_errors.__all__]

@@ -64,6 +64,11 @@ def events(home: Path) -> list[tuple[str, str, float]]:
     return list(rows)
 
 
+def heard_when_played(at: datetime, began: float) -> bool:
+    """Is a phrase of SHORT found at the time its playing began (±1 s)?"""
+    return abs((at - datetime.fromtimestamp(began + SHORT_START, UTC)).total_seconds()) < 1.0
+
+
 def found_at(home: Path, phrase: str) -> list[datetime]:
     return sorted(h.at for h in Archive(home).search(phrase))
 
@@ -75,8 +80,7 @@ def test_speech_played_to_the_default_output_is_found_when_it_was_played(pulse, 
     began = pulse.play(SHORT)
     finish(proc)
     [hit] = Archive(tmp_path).search("train to london")
-    spoken = datetime.fromtimestamp(began + SHORT_START, UTC)
-    assert abs((hit.at - spoken).total_seconds()) < 1.0
+    assert heard_when_played(hit.at, began)
     [session] = Archive(tmp_path).sessions()
     assert session.source_kind == "system" and session.source == "speakers.monitor"
     assert session.seconds == pytest.approx(12.0, abs=0.01)
@@ -96,8 +100,7 @@ def test_a_silence_in_the_middle_keeps_the_timeline_true(pulse, tmp_path):
     hits = found_at(tmp_path, "train to london")
     assert len(hits) == 2
     for hit, began in zip(hits, (first, second), strict=True):
-        spoken = datetime.fromtimestamp(began + SHORT_START, UTC)
-        assert abs((hit - spoken).total_seconds()) < 1.0
+        assert heard_when_played(hit, began)
     [session] = Archive(tmp_path).sessions()
     files = sorted((tmp_path / "recordings" / session.key).iterdir())
     assert sum(sf.info(str(f)).frames for f in files) == round(20 * session.rate)
@@ -120,8 +123,7 @@ def test_capture_follows_a_switch_of_the_default_output(pulse, tmp_path):
     finish(proc)
     hits = found_at(tmp_path, "train to london")
     assert len(hits) == 2  # heard on the speakers, then on the headphones
-    spoken = datetime.fromtimestamp(began + SHORT_START, UTC)
-    assert abs((hits[1] - spoken).total_seconds()) < 1.0
+    assert heard_when_played(hits[1], began)
     [session] = Archive(tmp_path).sessions()
     switch = [e for e in events(tmp_path) if e[0] == "device_switch"]
     assert switch and "headphones.monitor" in switch[0][1]
@@ -150,7 +152,7 @@ def test_a_microphone_is_recorded(pulse, tmp_path):
     began = pulse.play(SHORT, "micfeed")
     finish(proc)
     [hit] = Archive(tmp_path).search("train to london")
-    assert abs((hit.at - datetime.fromtimestamp(began + SHORT_START, UTC)).total_seconds()) < 1
+    assert heard_when_played(hit.at, began)
     assert Archive(tmp_path).sessions()[0].source == "testmic"
 
 
@@ -165,7 +167,7 @@ def test_system_and_mic_are_two_channels_of_one_session(pulse, tmp_path):
     hits = found_at(tmp_path, "train to london")
     assert len(hits) == 2
     for hit, began in zip(hits, (system, mic), strict=True):
-        assert abs((hit - datetime.fromtimestamp(began + SHORT_START, UTC)).total_seconds()) < 1
+        assert heard_when_played(hit, began)
     [segment] = (tmp_path / "recordings" / session.key).iterdir()
     data, rate = sf.read(str(segment), dtype="int16")
     loud = abs(data) > 1000
@@ -246,7 +248,7 @@ def test_a_device_can_be_chosen_by_its_number(pulse, cli, tmp_path):
     began = pulse.play(SHORT, "headphones")
     finish(proc)
     [hit] = Archive(tmp_path).search("train to london")
-    assert abs((hit.at - datetime.fromtimestamp(began + SHORT_START, UTC)).total_seconds()) < 1
+    assert heard_when_played(hit.at, began)
     assert Archive(tmp_path).sessions()[0].source == "headphones.monitor"
 
 
