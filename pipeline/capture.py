@@ -12,10 +12,12 @@ rotate segments on wall-clock boundaries (a 300 s segment starts at :00,
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +45,7 @@ PUT_POLL_SECONDS = 0.2
 CHUNK_SECONDS = 0.5  # frames per Audio message: small enough for latency, big enough for IPC
 LEVEL_UPDATES_PER_SECOND = 10
 PART_SUFFIX = ".part"
+SYNC_SECONDS = 1.0  # a power cut loses at most this much of the open segment
 
 
 # --- segments -------------------------------------------------------------------
@@ -62,7 +65,10 @@ class SegmentWriter:
 
     Files are written as ``*.wav.part`` and renamed when complete, so a
     reader never mistakes a file being written for a finished one;
-    ``on_close`` hears about every finished segment.
+    ``on_close`` hears about every finished segment. A crash must leave the
+    open file readable: its WAV header is rewritten with every write and its
+    data is fsynced every ``SYNC_SECONDS``, so a kill or a power cut loses at
+    most that much audio and ``pipeline repair`` finishes the file.
     """
 
     def __init__(
@@ -81,6 +87,8 @@ class SegmentWriter:
         self.on_close = on_close
         self._file: sf.SoundFile | None = None
         self._path: Path | None = None
+        self._fd: int | None = None  # for fsync of the open segment
+        self._synced = 0.0
         self._offset = 0  # session frame where the open segment starts
         self._written = 0  # frames in the open segment
         self._end = 0  # session frame where the open segment must end
@@ -97,20 +105,31 @@ class SegmentWriter:
                 self._open(offset)
             room = self._end - offset
             part, frames = frames[:room], frames[room:]
-            self._file.write(part)
+            try:
+                self._file.write(part)
+            except (sf.LibsndfileError, OSError, AssertionError) as exc:  # short write
+                raise CaptureError(_write_failed(self._path, exc)) from exc
             self._written += len(part)
             offset += len(part)
             if offset >= self._end:
                 self.close()
+        if time.monotonic() - self._synced >= SYNC_SECONDS and self._fd is not None:
+            os.fsync(self._fd)
+            self._synced = time.monotonic()
 
     def close(self) -> None:
         """Finish the open segment (if any): flush, fsync, rename, report."""
         if self._file is None:
             return
-        f, part_path = self._file, self._path
-        self._file = None
-        f.close()
-        _fsync(part_path)
+        f, part_path, fd = self._file, self._path, self._fd
+        self._file = self._fd = None
+        try:
+            f.close()
+            os.fsync(fd)
+        except (sf.LibsndfileError, OSError, AssertionError) as exc:
+            raise CaptureError(_write_failed(part_path, exc)) from exc
+        finally:
+            os.close(fd)
         final = part_path.with_name(part_path.name.removesuffix(PART_SUFFIX))
         os.replace(part_path, final)
         self.on_close(
@@ -143,17 +162,33 @@ class SegmentWriter:
                 subtype="PCM_16",
                 format="WAV",
             )
+            self._fd = os.open(self._path, os.O_RDONLY)
         except (sf.LibsndfileError, OSError) as exc:
-            raise CaptureError(f"cannot write {self._path} ({exc}); check the disk") from exc
+            raise CaptureError(_write_failed(self._path, exc)) from exc
+        _update_header_on_every_write(self._file)
+        self._synced = time.monotonic()
 
 
-def _fsync(path: Path) -> None:
-    """Make a finished segment durable before it is announced as finished."""
-    fd = os.open(path, os.O_RDONLY)
+SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # libsndfile's sf_command for a header kept current
+
+
+def _update_header_on_every_write(f: sf.SoundFile) -> None:
+    """Keep the WAV header's length current, so a crash leaves a readable file.
+
+    soundfile has no public call for libsndfile's SFC_SET_UPDATE_HEADER_AUTO;
+    without it, ``pipeline repair`` still recovers the length from the file size.
+    """
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        sf._snd.sf_command(f._file, SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, 1)
+    except AttributeError:  # a soundfile without these internals
+        log.debug("cannot ask libsndfile to keep WAV headers current")
+
+
+def _write_failed(path: Path | None, exc: Exception) -> str:
+    full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if full or "space" in str(exc).lower() or isinstance(exc, AssertionError):
+        return f"the disk holding {path} is full; free space (what was recorded is kept)"
+    return f"cannot write {path} ({exc}); check the disk"
 
 
 # --- the process ------------------------------------------------------------------
@@ -209,7 +244,10 @@ def record_session(
         index_q.put(SourceFailed(source.name, str(exc), started.key))
     finally:
         source.close()
-        writer.close()
+        try:
+            writer.close()
+        except CaptureError as exc:
+            index_q.put(SourceFailed(source.name, str(exc), started.key))
         put_unless_stopped(audio_q, SessionEnded(started.key, offset, source.rate), stop)
     return started.key
 

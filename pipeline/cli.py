@@ -25,11 +25,15 @@ from .archive import Archive
 from .config import DEFAULT_SEGMENT_SECONDS, resolve_home
 from .errors import CaptureError, ConfigError, Interrupted, PartialFailure, PipelineError
 from .liveview import LiveState
+from .lock import hold
 from .messages import SessionIndexed, SourceFailed
 from .recognize import EngineSpec
+from .repair import Action
+from .repair import repair as run_repair
 from .replay import DEFAULT_PADDING_SECONDS
 from .search import Hit
 from .sources import KINDS, SourceSpec, live_backend
+from .supervisor import Repairing
 from .supervisor import ingest as run_ingest
 from .supervisor import record as run_record
 
@@ -75,6 +79,13 @@ Before = Annotated[float, typer.Option(help="Seconds of audio before the moment.
 After = Annotated[float, typer.Option(help="Seconds of audio after the moment.")]
 
 
+def _show_repair(event) -> None:
+    if isinstance(event, Repairing):
+        err.print(f"the last run (pid {event.pid}) did not stop cleanly; repairing first")
+    elif isinstance(event, Action):
+        err.print(f"  {event}", markup=False)
+
+
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {' '.join(message.split())}", markup=True, highlight=False)
 
@@ -92,6 +103,7 @@ def ingest(
     spec = EngineSpec.from_options(model)
 
     def show(event) -> None:
+        _show_repair(event)
         if isinstance(event, SourceFailed):
             _fail(event.message)
         elif isinstance(event, SessionIndexed):
@@ -151,7 +163,7 @@ def record(
         spec,
         segment_seconds=segment_seconds,
         duration=duration,
-        on_event=state.apply,
+        on_event=lambda event: (_show_repair(event), state.apply(event)),
         partials=not quiet,
     )
     if quiet:
@@ -195,6 +207,26 @@ def devices(
             f"{d.rate} Hz, {d.channels} ch",
         )
     out.print(table)
+
+
+@app.command(name="repair")
+def repair_command(
+    home: HomeOption = None,
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be done.")] = False,
+    model: ModelOption = None,
+) -> None:
+    """Finish what a crash left: partial segments, unknown files, audio never indexed."""
+    h = resolve_home(home)
+    spec = EngineSpec.from_options(model)
+    with hold(h):
+        actions = run_repair(
+            h,
+            dry_run=dry_run,
+            spec=spec,
+            on_action=lambda a: out.print(f"{'would ' if dry_run else ''}{a}", markup=False),
+        )
+    if not actions:
+        out.print("nothing to repair")
 
 
 @app.command()
@@ -282,9 +314,8 @@ def sessions(
         )
         return
     table = Table(header_style="bold")
-    for name in ("id", "started", "length", "source", "utterances", "words", "segments"):
+    for name in ("id", "started", "length", "source", "utts", "words", "segs", "status"):
         table.add_column(name, no_wrap=name != "source", overflow="fold")
-    table.add_column("status")
     for r in rows:
         source = Path(r.source).name if r.source_kind == "file" else r.source
         table.add_row(

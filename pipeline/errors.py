@@ -24,6 +24,10 @@ class ConfigError(PipelineError):
     exit_code = 2
 
 
+class HomeLockedError(ConfigError):
+    """Another live pipeline process is writing the same data home."""
+
+
 # --- capture (sources) -------------------------------------------------------
 
 
@@ -110,6 +114,7 @@ __all__ = [
     "ConfigError",
     "DatabaseLockedError",
     "IndexerError",
+    "HomeLockedError",
     "Interrupted",
     "ModelError",
     "NotFoundError",

@@ -54,6 +54,12 @@ class Indexer:
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
 
+    def adopt(self, session: schema.Session) -> None:
+        """Write for a session already in the database (as repair does)."""
+        self._ids[session.key] = session.id
+        self._started[session.key] = session.started_at
+        self._rate[session.key] = session.rate
+
     def write(self, messages: list) -> None:
         """Write a batch of messages in one transaction."""
         after: list = []

@@ -228,14 +228,17 @@ class Transcriber:
         channels: int,
         *,
         on_partial: Callable[[str], None] | None = None,
+        start: int = 0,
     ) -> None:
+        """``start``: the session frame this stream begins at (repair resumes mid-session)."""
         from pocketsphinx import Endpointer
 
         self.engine = engine
         self.session = session
         self.source_rate = rate
         self.channels = channels
-        self._next_offset = 0  # next expected source frame
+        self._next_offset = start  # next expected source frame
+        self._base = round(start * engine.rate / rate)  # engine samples before this stream
         self._resampler = (
             soxr.ResampleStream(rate, engine.rate, 1, dtype="int16")
             if rate != engine.rate
@@ -311,7 +314,7 @@ class Transcriber:
         frame; after a forced cut the next piece starts where the last ended.
         """
         if not self._speech and not self._cut:
-            self._speech_start = round(self._ep.speech_start * self.engine.rate)
+            self._speech_start = self._base + round(self._ep.speech_start * self.engine.rate)
         self._speech.append(speech)
         self._speech_samples += len(speech) // 2
         if self._on_partial is not None:

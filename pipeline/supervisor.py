@@ -29,8 +29,10 @@ from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
 from .database import open_archive
 from .errors import ConfigError, ProcessDiedError, SourceFileError
 from .index import run_indexer
+from .lock import hold
 from .messages import ChildFailed, SessionIndexed, SourceFailed, Stop
 from .recognize import EngineSpec, run_recognizer
+from .repair import repair
 from .sources import SourceSpec, live_backend
 from .sources.file import open_file_source
 
@@ -130,7 +132,24 @@ def record(
     return report
 
 
-def _run(
+def _run(sources, home, spec, report, notify, **options) -> None:
+    """Hold the home's lock for the run; first repair what a crashed run left."""
+    with hold(home) as held:
+        if held.stale_pid is not None:
+            notify(Repairing(held.stale_pid))
+            for action in repair(home, spec=spec):
+                notify(action)
+        _run_processes(sources, home, spec, report, notify, **options)
+
+
+@dataclass(frozen=True)
+class Repairing:
+    """Sent to ``on_event`` when a run finds that the last one did not stop cleanly."""
+
+    pid: int
+
+
+def _run_processes(
     sources, home, spec, report, notify, *, segment_seconds, max_seconds=None, partials=False
 ) -> None:
     ctx = mp.get_context("spawn")

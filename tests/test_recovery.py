@@ -1,0 +1,144 @@
+"""Crash recovery: a kill -9 loses nothing that was recorded; repair makes the archive whole."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from pipeline.archive import Archive
+from pipeline.config import Home
+from pipeline.errors import HomeLockedError, ProcessDiedError
+from pipeline.lock import hold, unclean
+from pipeline.repair import repair
+
+from .conftest import MEETING, SHORT, sentences
+from .test_supervisor import start_ingest, wait_for_children
+
+PIPELINE = [sys.executable, "-m", "pipeline"]
+
+
+def kill_everything(proc: subprocess.Popen, kids: dict[str, int]) -> None:
+    """A power cut, as near as a test gets: every pipeline process killed at once."""
+    for pid in [proc.pid, *(p for n, p in kids.items() if n.startswith("pipe-"))]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+
+
+def recorded_seconds(home: Path) -> float:
+    files = list((home / "recordings").glob("*/*.wav*"))
+    return sum(sf.info(str(f)).frames for f in files) / 16000
+
+
+def db_state(home: Path) -> list:
+    con = sqlite3.connect(home / "db" / "pipeline.db")
+    return [
+        con.execute(f"SELECT * FROM {t}").fetchall()
+        for t in ("sessions", "segments", "utterances", "words")
+    ]
+
+
+def test_kill_everything_then_repair_loses_no_word(tmp_path):
+    proc = start_ingest(tmp_path)
+    kids = wait_for_children(proc.pid)
+    time.sleep(13)
+    kill_everything(proc, kids)
+    parts = list((tmp_path / "recordings").glob("*/*.wav.part"))
+    assert len(parts) == 1 and sf.info(str(parts[0])).frames > 0  # readable after the crash
+    recorded = recorded_seconds(tmp_path)
+    assert recorded > 8
+
+    before = db_state(tmp_path)
+    planned = repair(Home(tmp_path), dry_run=True)
+    assert {a.kind for a in planned} >= {"finalize", "add-segment", "recognize"}
+    assert db_state(tmp_path) == before and parts[0].exists()  # a dry run changes nothing
+
+    done = repair(Home(tmp_path))
+    assert [str(a) for a in done] == [str(a) for a in planned]
+    assert not list((tmp_path / "recordings").glob("*/*.part"))
+    archive = Archive(tmp_path)
+    [session] = archive.sessions()
+    assert session.status == "complete" and session.seconds == recorded_seconds(tmp_path)
+    for sentence in sentences(MEETING):
+        if sentence["end"] <= recorded - 2.0:  # spoken more than 2 s before the crash
+            assert archive.search(sentence["phrase"]), sentence["phrase"]
+    assert repair(Home(tmp_path)) == []  # idempotent
+
+
+def test_a_stale_lock_is_taken_over_and_the_home_repaired(tmp_path):
+    proc = start_ingest(tmp_path)
+    kids = wait_for_children(proc.pid)
+    time.sleep(8)
+    kill_everything(proc, kids)
+    assert unclean(Home(tmp_path)) == proc.pid
+    out = subprocess.run(
+        [*PIPELINE, "ingest", str(SHORT), "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"the last run (pid {proc.pid}) did not stop cleanly; repairing first" in out.stderr
+    assert "finalize" in out.stderr and "recognize" in out.stderr
+    assert {s.status for s in Archive(tmp_path).sessions()} == {"complete"}
+    assert unclean(Home(tmp_path)) is None  # this run stopped cleanly
+
+
+def test_a_live_lock_is_one_line(cli, home):
+    with hold(home):
+        result = cli("ingest", SHORT, "--home", home.root)
+    assert result.exit_code == HomeLockedError.exit_code
+    assert "another pipeline" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_killed_indexer_loses_nothing_after_repair(tmp_path):
+    proc = start_ingest(tmp_path)
+    kids = wait_for_children(proc.pid)
+    time.sleep(10)
+    os.kill(kids["pipe-indexer"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ProcessDiedError.exit_code and "indexer" in err
+    recorded = recorded_seconds(tmp_path)
+    repair(Home(tmp_path))
+    archive = Archive(tmp_path)
+    for sentence in sentences(MEETING):
+        if sentence["end"] <= recorded - 2.0:
+            assert archive.search(sentence["phrase"]), sentence["phrase"]
+
+
+def test_a_part_file_whose_header_is_behind_is_fixed(home):
+    folder = home.recordings / "20261125T100000Z-abcdef"
+    folder.mkdir(parents=True)
+    data, rate = sf.read(str(SHORT), dtype="int16")
+    part = folder / "20261125T100000.000Z.wav.part"
+    sf.write(part, data[:8000], rate, subtype="PCM_16", format="WAV")  # header: 8000 frames
+    with part.open("ab") as f:
+        f.write(data[8000:].tobytes())  # the rest was written after the last header update
+    actions = repair(home)
+    assert [a.kind for a in actions] == ["finalize", "add-session", "add-segment", "recognize"]
+    final = part.with_name(part.name.removesuffix(".part"))
+    restored, _ = sf.read(str(final), dtype="int16")
+    assert np.array_equal(restored, data)
+    assert Archive(home).search("train to london")
+
+
+def test_audio_from_another_home_is_adopted(home, tmp_path):
+    other = Home(tmp_path / "other")
+    from pipeline.supervisor import ingest
+
+    ingest([SHORT], other)
+    shutil.copytree(other.recordings, home.recordings, dirs_exist_ok=True)
+    actions = repair(home)
+    assert [a.kind for a in actions] == ["add-session", "add-segment", "recognize"]
+    [session] = Archive(home).sessions()
+    assert session.source_kind == "unknown" and session.status == "complete"
+    assert Archive(home).search("train to london")
