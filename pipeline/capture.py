@@ -312,9 +312,10 @@ def run_capture(
     segment_seconds: float,
     max_seconds: float | None = None,
     report_q=None,
+    log_q=None,
 ) -> None:
     """Process body: capture each source in turn, then send STOP down both queues."""
-    become_child("pipe-capture")
+    become_child("pipe-capture", log_q)
     status = None if report_q is None else nonblocking(report_q)
     try:
         for spec in specs:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +25,7 @@ from .config import DEFAULT_SEGMENT_SECONDS, resolve_home
 from .errors import CaptureError, ConfigError, Interrupted, PartialFailure, PipelineError
 from .liveview import LiveState
 from .lock import hold
+from .logs import setup_cli
 from .messages import SessionIndexed, SourceFailed
 from .recognize import EngineSpec
 from .repair import Action
@@ -375,6 +375,15 @@ def _duration(seconds: float) -> str:
     return _clock(seconds)
 
 
+@app.callback()
+def _options(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr (-vv: debug).")
+    ] = 0,
+) -> None:
+    setup_cli(verbose)
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_cli(0)
     app()

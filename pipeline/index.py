@@ -158,9 +158,9 @@ class Indexer:
         counts[1] += len(msg.words)
 
 
-def run_indexer(home_root: str, index_q, report_q, producers: int) -> None:
+def run_indexer(home_root: str, index_q, report_q, producers: int, log_q=None) -> None:
     """Process body: write what arrives on ``index_q`` until every producer sent STOP."""
-    become_child("pipe-indexer")
+    become_child("pipe-indexer", log_q)
     try:
         engine = open_database(Home(Path(home_root)))
         indexer = Indexer(engine, report_q.put, nonblocking(report_q))

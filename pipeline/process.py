@@ -11,12 +11,17 @@ from pathlib import Path
 COMM = Path("/proc/self/comm")
 
 
-def become_child(name: str) -> None:
-    """Ignore SIGINT (the supervisor decides when to stop) and show ``name`` in ps/top.
+def become_child(name: str, log_q=None) -> None:
+    """Ignore SIGINT (the supervisor decides when to stop), show ``name`` in ps/top,
+    and send log records to the supervisor's ``log_q``.
 
     Linux limits the name to 15 bytes; elsewhere the name is only a label.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_q is not None:
+        from .logs import to_queue
+
+        to_queue(log_q)
     with contextlib.suppress(OSError):
         COMM.write_text(name[:15])
 

@@ -356,7 +356,7 @@ def _downmix(frames: np.ndarray) -> np.ndarray:
 
 
 def run_recognizer(
-    spec: EngineSpec, audio_q, index_q, *, report_q=None, sender: str = "recognizer"
+    spec: EngineSpec, audio_q, index_q, *, report_q=None, log_q=None, sender: str = "recognizer"
 ) -> None:
     """Process body: Audio from ``audio_q`` → Utterances on ``index_q`` until STOP.
 
@@ -364,7 +364,7 @@ def run_recognizer(
     recognized before it exits; the supervisor, not SIGINT, decides when.
     With ``report_q``, running guesses go there for the live view.
     """
-    become_child("pipe-recognizer")
+    become_child("pipe-recognizer", log_q)
     status = nonblocking(report_q) if report_q is not None else None
     try:
         engine = spec.build()

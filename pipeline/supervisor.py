@@ -30,6 +30,7 @@ from .database import open_archive
 from .errors import ConfigError, ProcessDiedError, SourceFileError
 from .index import run_indexer
 from .lock import hold
+from .logs import collected
 from .messages import ChildFailed, SessionIndexed, SourceFailed, Stop
 from .recognize import EngineSpec, run_recognizer
 from .repair import repair
@@ -157,6 +158,7 @@ def _run_processes(
     index_q = ctx.Queue()
     report_q = ctx.Queue(maxsize=REPORT_QUEUE_MAX)
     stop = ctx.Event()
+    log_q = ctx.Queue()
     # capture starts first: it should be recording while the others load their models
     procs = {
         "capture": ctx.Process(
@@ -167,21 +169,29 @@ def _run_processes(
                 "segment_seconds": segment_seconds,
                 "max_seconds": max_seconds,
                 "report_q": report_q,
+                "log_q": log_q,
             },
         ),
         "recognizer": ctx.Process(
             target=run_recognizer,
             name="pipeline-recognizer",
             args=(spec, audio_q, index_q),
-            kwargs={"report_q": report_q if partials else None},
+            kwargs={"report_q": report_q if partials else None, "log_q": log_q},
         ),
         "indexer": ctx.Process(
             target=run_indexer,
             name="pipeline-indexer",
             args=(str(home.root), index_q, report_q, 2),
+            kwargs={"log_q": log_q},
         ),
     }
+    with collected(home, log_q):
+        _supervise(procs, stop, index_q, report_q, audio_q, report, notify)
+
+
+def _supervise(procs, stop, index_q, report_q, audio_q, report, notify) -> None:
     _start(procs.values())
+    log.info("started %s", ", ".join(f"{p.name} (pid {p.pid})" for p in procs.values()))
     previous = _sigterm_as_interrupt()
     try:
         _watch(procs, report_q, stop, report, notify, audio_q)
