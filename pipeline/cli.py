@@ -33,6 +33,8 @@ from .repair import repair as run_repair
 from .replay import DEFAULT_PADDING_SECONDS
 from .search import Hit
 from .sources import KINDS, SourceSpec, live_backend
+from .status import collect as collect_status
+from .statusview import render_status
 from .supervisor import Repairing
 from .supervisor import ingest as run_ingest
 from .supervisor import record as run_record
@@ -227,6 +229,19 @@ def repair_command(
         )
     if not actions:
         out.print("nothing to repair")
+
+
+@app.command()
+def status(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Is a recorder running, how much is recorded, and every gap of the last 24 hours."""
+    st = collect_status(resolve_home(home))
+    if as_json:
+        out.print_json(json.dumps(st.to_json()))
+        return
+    out.print(render_status(st))
 
 
 @app.command()

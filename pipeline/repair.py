@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +260,16 @@ def _recognize_unfinished(home: Home, engine, spec: EngineSpec, act) -> None:
         with db_errors(engine), DbSession(engine) as db, db.begin():
             row = db.get(schema.Session, session.id)
             row.frames, row.status = end, "complete"
+            db.add(
+                schema.SessionEvent(
+                    session_id=row.id,
+                    offset=end,
+                    kind="crash",
+                    frames=0,
+                    at=row.started_at + timedelta(seconds=end / row.rate),
+                    detail="the recorder stopped uncleanly here; recovered by pipeline repair",
+                )
+            )
 
 
 def _audio(home: Home, session, start: int, end: int) -> Iterator[Audio]:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .capture import run_capture
+from .capture import CHUNK_SECONDS, run_capture
 from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
 from .database import open_archive
 from .errors import ConfigError, ProcessDiedError, SourceFileError
@@ -36,6 +36,7 @@ from .recognize import EngineSpec, run_recognizer
 from .repair import repair
 from .sources import SourceSpec, live_backend
 from .sources.file import open_file_source
+from .status import RunFile
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,16 @@ def _run(sources, home, spec, report, notify, **options) -> None:
             notify(Repairing(held.stale_pid))
             for action in repair(home, spec=spec):
                 notify(action)
-        _run_processes(sources, home, spec, report, notify, **options)
+        run_file = RunFile(home, [s.describe() for s in sources], CHUNK_SECONDS)
+
+        def relay(msg: object) -> None:
+            run_file.apply(msg, msg.queue_depth if isinstance(msg, Heartbeat) else None)
+            notify(msg)
+
+        try:
+            _run_processes(sources, home, spec, report, relay, **options)
+        finally:
+            run_file.close()
 
 
 @dataclass(frozen=True)

@@ -293,3 +293,29 @@ def test_parec_that_cannot_record_is_one_line(pulse):
 
     with pytest.raises(CaptureError, match="parec cannot record no-such-source"):
         ParecStream("no-such-source", 48000, 2)
+
+
+def test_status_and_search_while_recording(pulse, cli, tmp_path):
+    """Readers never wait for the recorder: status and search answer while it records."""
+    proc = start_record(tmp_path, "--duration", "14")
+    wait_until_recording(pulse)
+    began = pulse.play(SHORT)
+    deadline = time.monotonic() + 6
+    hits = []
+    while not hits and time.monotonic() < deadline:
+        t0 = time.monotonic()
+        hits = Archive(tmp_path).search("train to london")
+        assert time.monotonic() - t0 < 1.0
+        time.sleep(0.2)
+    assert hits and heard_when_played(hits[0].at, began)  # found while still recording
+    time.sleep(2.5)  # the status file is rewritten every 2 s
+    running = json.loads(cli("status", "--json", "--home", tmp_path).stdout)
+    assert running["running"]["pid"] == proc.pid
+    assert running["running"]["device"] == "speakers.monitor"
+    assert running["running"]["words"] >= 6 and running["running"]["lag_seconds"] < 2
+    finish(proc)
+    after = json.loads(cli("status", "--json", "--home", tmp_path).stdout)
+    assert after["running"] is None and after["sessions"] == 1
+    assert after["expected_seconds"] == pytest.approx(14, abs=0.1)
+    assert 0 < after["captured_seconds"] <= after["expected_seconds"]
+    assert after["words_total"] >= 6

@@ -142,3 +142,20 @@ def test_audio_from_another_home_is_adopted(home, tmp_path):
     [session] = Archive(home).sessions()
     assert session.source_kind == "unknown" and session.status == "complete"
     assert Archive(home).search("train to london")
+
+
+def test_status_tells_of_an_unclean_stop_and_the_crash_gap(cli, tmp_path):
+    proc = start_ingest(tmp_path)
+    kids = wait_for_children(proc.pid)
+    time.sleep(6)
+    kill_everything(proc, kids)
+    result = cli("status", "--home", tmp_path)
+    assert result.exit_code == 0 and f"pid {proc.pid}) did not stop cleanly" in result.stdout
+    cli("repair", "--home", tmp_path)
+    import json
+
+    doc = json.loads(cli("status", "--json", "--home", tmp_path).stdout)
+    assert doc["unclean_stop_pid"] is None  # repaired: the home is clean again
+    con = sqlite3.connect(tmp_path / "db" / "pipeline.db")
+    [(kind, detail)] = con.execute("SELECT kind, detail FROM session_events").fetchall()
+    assert kind == "crash" and "recovered by pipeline repair" in detail
