@@ -21,7 +21,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from .archive import Archive
-from .config import DEFAULT_SEGMENT_SECONDS, resolve_home
+from .config import Home, Settings, parse_size, resolve_home
 from .errors import CaptureError, ConfigError, Interrupted, PartialFailure, PipelineError
 from .liveview import LiveState
 from .lock import hold
@@ -76,9 +76,52 @@ ModelOption = Annotated[
     Path | None,
     typer.Option(help="Vosk model folder (default: PocketSphinx US English, bundled)."),
 ]
-SegmentOption = Annotated[float, typer.Option(help="Length of each recorded segment file.")]
+SegmentOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Length of each recorded segment file, seconds (default: 300).", show_default=False
+    ),
+]
+MaxDiskOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Disk budget for the audio, e.g. 20G: past it the oldest audio is "
+        "deleted (the words are kept).",
+        show_default=False,
+    ),
+]
 Before = Annotated[float, typer.Option(help="Seconds of audio before the moment.")]
 After = Annotated[float, typer.Option(help="Seconds of audio after the moment.")]
+
+
+class _State:
+    """The settings the callback loaded for this invocation."""
+
+    settings: Settings | None = None
+
+
+def _settings() -> Settings:
+    if _State.settings is None:
+        _State.settings = Settings.load()
+    return _State.settings
+
+
+def _home(option: Path | None) -> Home:
+    """--home, then $PIPELINE_HOME, then `home` in the config file, then the default."""
+    return resolve_home(option or _settings().get("home"))
+
+
+def _engine(option: Path | None) -> EngineSpec:
+    return EngineSpec.from_options(option or _settings().get("model"))
+
+
+def _budget(option: str | None) -> int | None:
+    if option is None:
+        return _settings().get("max_disk")
+    try:
+        return parse_size(option)
+    except ValueError as exc:
+        raise ConfigError(f"--max-disk: {exc}") from exc
 
 
 def _show_repair(event) -> None:
@@ -97,12 +140,13 @@ def ingest(
     files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG; any rate).")],
     home: HomeOption = None,
     model: ModelOption = None,
-    segment_seconds: SegmentOption = DEFAULT_SEGMENT_SECONDS,
+    segment_seconds: SegmentOption = None,
     realtime: Annotated[bool, typer.Option(help="Pace the files at 1x, like live audio.")] = False,
+    max_disk: MaxDiskOption = None,
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
-    h = resolve_home(home)
-    spec = EngineSpec.from_options(model)
+    h = _home(home)
+    spec = _engine(model)
 
     def show(event) -> None:
         _show_repair(event)
@@ -116,7 +160,13 @@ def ingest(
 
     with err.status(f"ingesting {len(files)} file(s) into {h.root}…"):
         report = run_ingest(
-            files, h, spec, segment_seconds=segment_seconds, realtime=realtime, on_event=show
+            files,
+            h,
+            spec,
+            segment_seconds=_settings().get("segment_seconds", segment_seconds),
+            realtime=realtime,
+            max_disk=_budget(max_disk),
+            on_event=show,
         )
     if report.interrupted:
         raise Interrupted("stopped early; what was captured before the interrupt is indexed")
@@ -134,8 +184,12 @@ def record(
     home: HomeOption = None,
     source: Annotated[
         str,
-        typer.Option(help="What to record: system (what the computer plays), mic, or system+mic."),
-    ] = "system",
+        typer.Option(
+            help="What to record: system (what the computer plays), mic, or "
+            "system+mic (default: system).",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -148,23 +202,27 @@ def record(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No live view; print only errors.")] = False,
     model: ModelOption = None,
-    segment_seconds: SegmentOption = DEFAULT_SEGMENT_SECONDS,
+    segment_seconds: SegmentOption = None,
+    max_disk: MaxDiskOption = None,
 ) -> None:
     """Record live audio until Ctrl+C (or --duration), transcribing as it goes."""
+    source = _settings().get("source", source)
+    device = _settings().get("device", device) if source != "system+mic" else device
     if source not in KINDS:
         raise ConfigError(f"--source must be one of {', '.join(KINDS)} (got {source!r})")
     if device is not None and source == "system+mic":
         raise ConfigError("--device picks one device; use it with --source system or mic")
-    h = resolve_home(home)
-    spec = EngineSpec.from_options(model)
+    h = _home(home)
+    spec = _engine(model)
     state = LiveState(source=source, engine=spec.label, recordings=h.recordings)
     run = functools.partial(
         run_record,
         SourceSpec(source, device),
         h,
         spec,
-        segment_seconds=segment_seconds,
+        segment_seconds=_settings().get("segment_seconds", segment_seconds),
         duration=duration,
+        max_disk=_budget(max_disk),
         on_event=lambda event: (_show_repair(event), state.apply(event)),
         partials=not quiet,
     )
@@ -218,8 +276,8 @@ def repair_command(
     model: ModelOption = None,
 ) -> None:
     """Finish what a crash left: partial segments, unknown files, audio never indexed."""
-    h = resolve_home(home)
-    spec = EngineSpec.from_options(model)
+    h = _home(home)
+    spec = _engine(model)
     with hold(h):
         actions = run_repair(
             h,
@@ -237,7 +295,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Is a recorder running, how much is recorded, and every gap of the last 24 hours."""
-    st = collect_status(resolve_home(home))
+    st = collect_status(_home(home), budget=_settings().get("max_disk"))
     if as_json:
         out.print_json(json.dumps(st.to_json()))
         return
@@ -252,7 +310,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Find where a phrase was said, newest first."""
-    hits = Archive(home).search(phrase, limit=limit)
+    hits = Archive(_home(home)).search(phrase, limit=limit)
     if as_json:
         out.print_json(json.dumps({"query": phrase, "hits": [_hit_json(h) for h in hits]}))
         return
@@ -281,7 +339,7 @@ def play(
     after: After = DEFAULT_PADDING_SECONDS,
 ) -> None:
     """Play a moment through the default output device."""
-    archive = Archive(home)
+    archive = Archive(_home(home))
     m = archive.moment(hit_id, before=before, after=after)
     out.print(
         f"playing hit {hit_id}: session {m.session_id}, "
@@ -303,7 +361,7 @@ def clip(
     after: After = DEFAULT_PADDING_SECONDS,
 ) -> None:
     """Cut a moment (with context) into an audio file."""
-    archive = Archive(home)
+    archive = Archive(_home(home))
     m = archive.moment(hit_id, before=before, after=after)
     from .replay import write_clip
 
@@ -320,7 +378,7 @@ def sessions(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List what has been recorded or ingested, newest first."""
-    rows = Archive(home).sessions()
+    rows = Archive(_home(home)).sessions()
     if as_json:
         out.print_json(
             json.dumps(
@@ -395,8 +453,54 @@ def _options(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr (-vv: debug).")
     ] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Config file (TOML) (default: $PIPELINE_CONFIG, else the "
+            "user config folder's pipeline/config.toml).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    setup_cli(verbose)
+    _State.settings = Settings.load(config)
+    level = _State.settings.get("log_level")
+    setup_cli(verbose or {"info": 1, "debug": 2}.get(level, 0))
+
+
+config_app = typer.Typer(
+    help="The config file: what is set, and where it came from.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the effective settings and where each value came from."""
+    st = _settings()
+    rows = [(k, v.value, v.origin) for k, v in st.values.items()]
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "file": str(st.path),
+                    "settings": {k: {"value": v, "origin": o} for k, v, o in rows},
+                }
+            )
+        )
+        return
+    table = Table(
+        "key",
+        "value",
+        "from",
+        header_style="bold",
+        caption=f"config file: {st.path}" + ("" if st.path.is_file() else " (none)"),
+    )
+    for k, v, o in rows:
+        table.add_row(k, "" if v is None else str(v), o)
+    out.print(table)
 
 
 def main() -> None:

@@ -2,13 +2,21 @@
 
 The data home holds ``db/pipeline.db`` and ``recordings/``, mirroring the
 repository's top level. It is chosen as ``--home DIR`` > ``$PIPELINE_HOME`` >
-the platform's user data directory (platformdirs), so a user never has to
-think about it and a test can point it at ``tmp_path``.
+``home`` in the config file > the platform's user data directory
+(platformdirs), so a user never has to think about it and a test can point
+it at ``tmp_path``.
+
+The config file (TOML; ``--config``, ``$PIPELINE_CONFIG`` or the platform's
+config folder) holds defaults for the options of ``record`` and ``ingest``;
+``pipeline config show`` prints the effective settings and where each came
+from. A bad value is one line naming the key and the file.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,3 +77,125 @@ def check_segment_seconds(value: float) -> float:
             f"--segment-seconds must be at least {MIN_SEGMENT_SECONDS:g} (got {value:g})"
         )
     return value
+
+
+# --- the config file ----------------------------------------------------------------
+
+CONFIG_ENV = "PIPELINE_CONFIG"
+SOURCES = ("system", "mic", "system+mic")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: object
+    origin: str  # "default", "config file PATH", "environment VAR", "command line"
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``"2G"``, ``"500 MB"``, ``"1.5GiB"`` or a plain number."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a size such as 500MB or 2G")
+    unit = (m.group(2) or "").lower().removesuffix("b")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def _positive_seconds(value) -> float:
+    seconds = float(value)
+    if seconds < MIN_SEGMENT_SECONDS:
+        raise ValueError(f"must be at least {MIN_SEGMENT_SECONDS:g}")
+    return seconds
+
+
+def _one_of(choices):
+    def check(value) -> str:
+        if str(value).lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return str(value).lower()
+
+    return check
+
+
+# key: (default, check)
+KEYS: dict[str, tuple[object, object]] = {
+    "home": (None, str),
+    "source": ("system", _one_of(SOURCES)),
+    "device": (None, str),
+    "model": (None, str),
+    "segment_seconds": (DEFAULT_SEGMENT_SECONDS, _positive_seconds),
+    "max_disk": (None, parse_size),
+    "log_level": ("warning", _one_of(LOG_LEVELS)),
+}
+
+
+def config_path(option: str | Path | None = None) -> Path:
+    """``--config``, then ``$PIPELINE_CONFIG``, then the platform's config folder."""
+    chosen = option or os.environ.get(CONFIG_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(platformdirs.user_config_dir("pipeline")) / "config.toml"
+
+
+class Settings:
+    """The effective settings: command line > environment > config file > defaults."""
+
+    def __init__(self, values: dict[str, Setting], path: Path) -> None:
+        self.values = values
+        self.path = path
+
+    @classmethod
+    def load(cls, option: str | Path | None = None) -> Settings:
+        path = config_path(option)
+        values = {key: Setting(default, "default") for key, (default, _) in KEYS.items()}
+        if option is not None and not path.is_file():
+            raise ConfigError(f"no config file at {path}; check --config")
+        if path.is_file():
+            for key, raw in _read_toml(path).items():
+                values[key] = Setting(_check(key, raw, f"{path}"), f"config file {path}")
+        if os.environ.get(HOME_ENV):
+            values["home"] = Setting(os.environ[HOME_ENV], f"environment {HOME_ENV}")
+        return cls(values, path)
+
+    def get(self, key: str, given=None):
+        """The command line's value when given, else the effective setting."""
+        return given if given is not None else self.values[key].value
+
+    def origin(self, key: str, given=None) -> str:
+        return "command line" if given is not None else self.values[key].origin
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it or pass --config") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror})") from exc
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; the keys are {', '.join(KEYS)}")
+    return data
+
+
+def _check(key: str, raw, where: str):
+    try:
+        return KEYS[key][1](raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {key} = {raw!r} is not valid: {exc}") from exc

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import queue
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from . import schema
@@ -22,6 +23,7 @@ from .config import Home
 from .database import db_errors, open_database
 from .errors import PipelineError
 from .messages import (
+    AudioDeleted,
     ChildFailed,
     Indexed,
     SegmentClosed,
@@ -88,6 +90,9 @@ class Indexer:
             for held in self._waiting.pop(msg.key, []):
                 self._write_one(db, held, after)
             return
+        if isinstance(msg, AudioDeleted):  # of any session, this run's or an older one
+            self._delete_audio(db, msg, after)
+            return
         if isinstance(msg, SourceFailed):
             if msg.session in self._ids:
                 db.get(schema.Session, self._ids[msg.session]).status = "failed"
@@ -136,6 +141,26 @@ class Indexer:
                     msg.session, session_id, row.source, msg.frames / msg.rate, utts, words
                 )
             )
+
+    def _delete_audio(self, db: DbSession, msg: AudioDeleted, after: list) -> None:
+        segment = db.scalar(select(schema.Segment).where(schema.Segment.path == msg.path))
+        if segment is None or segment.deleted_at is not None:
+            return
+        segment.deleted_at = datetime.now(UTC)
+        detail = f"{Path(msg.path).name} ({msg.bytes / 1e6:.1f} MB): {msg.reason}"
+        db.add(
+            schema.SessionEvent(
+                session_id=segment.session_id,
+                offset=segment.offset,
+                at=segment.started_at,
+                kind="audio_deleted",
+                detail=detail,
+                frames=segment.frames,
+            )
+        )
+        after.append(
+            SessionEvent(msg.session, segment.offset, "audio_deleted", detail, segment.frames)
+        )
 
     def _add_utterance(
         self, db: DbSession, session_id: int, started_at: datetime, msg: Utterance

@@ -147,6 +147,16 @@ class SessionEvent:
     frames: int = 0  # for gaps: how many frames of silence stand in for lost audio
 
 
+@dataclass(frozen=True)
+class AudioDeleted:
+    """The disk budget deleted a finished segment's file; its words are kept."""
+
+    session: str
+    path: str  # relative to the recordings folder
+    bytes: int
+    reason: str
+
+
 # --- status for the live view (never needed for correctness; may be dropped) ----
 
 

@@ -32,6 +32,11 @@ def read_span(recordings: Path, session: schema.Session, start: float, end: floa
         if lo >= hi:
             continue
         path = recordings / seg.path
+        if seg.deleted_at is not None:
+            raise ReplayError(
+                f"the audio of this moment was deleted on {seg.deleted_at:%Y-%m-%d %H:%M} to keep "
+                "the archive under its disk budget; its words are kept (`pipeline search`)"
+            )
         try:
             with sf.SoundFile(path) as f:
                 f.seek(lo - seg.offset)

@@ -76,6 +76,7 @@ class Segment(Base):
     rate: Mapped[int] = mapped_column(Integer)
     channels: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     session: Mapped[Session] = relationship(back_populates="segments")
 

@@ -129,6 +129,6 @@ def locate(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
 def _segment_at(session: schema.Session, seconds: float) -> tuple[str | None, float | None]:
     frame = round(seconds * session.rate)
     for seg in session.segments:
-        if seg.offset <= frame < seg.offset + seg.frames:
+        if seg.offset <= frame < seg.offset + seg.frames and seg.deleted_at is None:
             return seg.path, (frame - seg.offset) / seg.rate
     return None, None

@@ -117,7 +117,7 @@ class Status:
         return doc
 
 
-def collect(home: Home, *, now: datetime | None = None) -> Status:
+def collect(home: Home, *, budget: int | None = None, now: datetime | None = None) -> Status:
     now = now or datetime.now(UTC)
     window_start = now - timedelta(hours=COVERAGE_HOURS)
     running = _running(home)
@@ -143,7 +143,7 @@ def collect(home: Home, *, now: datetime | None = None) -> Status:
         words_today=totals["words_today"],
         recordings_bytes=_size(home.recordings),
         database_bytes=_size(home.db_path.parent),
-        disk_budget_bytes=None,
+        disk_budget_bytes=budget,
         window_start=window_start,
         window_end=now,
         expected_seconds=expected,

@@ -26,14 +26,15 @@ from pathlib import Path
 
 from .capture import CHUNK_SECONDS, run_capture
 from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
-from .database import open_archive
+from .database import open_archive, open_database
 from .errors import ConfigError, ProcessDiedError, SourceFileError
-from .index import run_indexer
+from .index import Indexer, run_indexer
 from .lock import hold
 from .logs import collected
 from .messages import ChildFailed, SessionIndexed, SourceFailed, Stop
 from .recognize import EngineSpec, run_recognizer
 from .repair import repair
+from .retention import CHECK_EVERY_SECONDS, enforce
 from .sources import SourceSpec, live_backend
 from .sources.file import open_file_source
 from .status import RunFile
@@ -74,6 +75,7 @@ def ingest(
     *,
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
     realtime: bool = False,
+    max_disk: int | None = None,
     on_event: Callable[[object], None] | None = None,
 ) -> RunReport:
     """Ingest audio files through the three processes; return what happened.
@@ -96,7 +98,15 @@ def ingest(
         else:
             good.append(SourceSpec("file", str(source.path), realtime=realtime))
     if good:
-        _run(good, home, spec or EngineSpec(), report, notify, segment_seconds=segment_seconds)
+        _run(
+            good,
+            home,
+            spec or EngineSpec(),
+            report,
+            notify,
+            segment_seconds=segment_seconds,
+            max_disk=max_disk,
+        )
     return report
 
 
@@ -109,6 +119,7 @@ def record(
     duration: float | None = None,
     on_event: Callable[[object], None] | None = None,
     partials: bool = False,
+    max_disk: int | None = None,
 ) -> RunReport:
     """Record a live source until Ctrl+C, SIGTERM or ``duration`` seconds.
 
@@ -130,6 +141,7 @@ def record(
         segment_seconds=segment_seconds,
         max_seconds=duration,
         partials=partials,
+        max_disk=max_disk,
     )
     return report
 
@@ -151,6 +163,8 @@ def _run(sources, home, spec, report, notify, **options) -> None:
             _run_processes(sources, home, spec, report, relay, **options)
         finally:
             run_file.close()
+        if options.get("max_disk"):  # the children are gone: this process may write now
+            _final_budget_check(home, options["max_disk"])
 
 
 @dataclass(frozen=True)
@@ -161,7 +175,16 @@ class Repairing:
 
 
 def _run_processes(
-    sources, home, spec, report, notify, *, segment_seconds, max_seconds=None, partials=False
+    sources,
+    home,
+    spec,
+    report,
+    notify,
+    *,
+    segment_seconds,
+    max_seconds=None,
+    partials=False,
+    max_disk=None,
 ) -> None:
     ctx = mp.get_context("spawn")
     audio_q = ctx.Queue(maxsize=AUDIO_QUEUE_CHUNKS)
@@ -196,15 +219,39 @@ def _run_processes(
         ),
     }
     with collected(home, log_q):
-        _supervise(procs, stop, index_q, report_q, audio_q, report, notify)
+        tick = _disk_budget(home, max_disk, index_q.put) if max_disk else (lambda: None)
+        _supervise(procs, stop, index_q, report_q, audio_q, report, notify, tick)
 
 
-def _supervise(procs, stop, index_q, report_q, audio_q, report, notify) -> None:
+def _final_budget_check(home: Home, budget: int) -> None:
+    engine = open_database(home)
+    try:
+        indexer = Indexer(engine)
+        enforce(home, engine, budget, lambda msg: indexer.write([msg]))
+    finally:
+        engine.dispose()
+
+
+def _disk_budget(home: Home, budget: int, send) -> Callable[[], None]:
+    """A check of the disk budget, run now and then every CHECK_EVERY_SECONDS."""
+    engine = open_database(home)
+    last = -CHECK_EVERY_SECONDS
+
+    def tick() -> None:
+        nonlocal last
+        if time.monotonic() - last >= CHECK_EVERY_SECONDS:
+            last = time.monotonic()
+            enforce(home, engine, budget, send)
+
+    return tick
+
+
+def _supervise(procs, stop, index_q, report_q, audio_q, report, notify, tick) -> None:
     _start(procs.values())
     log.info("started %s", ", ".join(f"{p.name} (pid {p.pid})" for p in procs.values()))
     previous = _sigterm_as_interrupt()
     try:
-        _watch(procs, report_q, stop, report, notify, audio_q)
+        _watch(procs, report_q, stop, report, notify, audio_q, tick)
     except BaseException:
         _abort(procs, stop, index_q)
         raise
@@ -245,7 +292,7 @@ def _restore_sigterm(previous) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _watch(procs, report_q, stop, report: RunReport, notify, audio_q) -> None:
+def _watch(procs, report_q, stop, report: RunReport, notify, audio_q, tick) -> None:
     """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
     interrupts = 0
     beat = time.monotonic()
@@ -265,6 +312,7 @@ def _watch(procs, report_q, stop, report: RunReport, notify, audio_q) -> None:
             beat = time.monotonic()
             _check_alive(procs)
             notify(Heartbeat(_depth(audio_q)))
+            tick()
         if msg is None:
             continue
         if isinstance(msg, Stop):
@@ -310,7 +358,7 @@ def _shut_down(procs, *, join_seconds: float = JOIN_SECONDS) -> None:
         p.join(join_seconds if p.exitcode is None else 0)
     for p in procs:
         if p.is_alive():
-            log.warning("terminating %s", p.name)
+            log.info("terminating %s", p.name)
             p.terminate()
             p.join(TERMINATE_SECONDS)
         if p.is_alive():

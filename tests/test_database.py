@@ -44,7 +44,7 @@ def test_migrating_twice_changes_nothing(db, home):
     migrate(db)
     open_archive(home)
     after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
-    assert before == after and current_revision(db) == "0002"
+    assert before == after and current_revision(db) == "0003"
 
 
 def test_downgrade_to_empty_and_back(db, home):
@@ -98,5 +98,5 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0002"
+    assert out.stdout.strip() == "0003"
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES

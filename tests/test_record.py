@@ -319,3 +319,20 @@ def test_status_and_search_while_recording(pulse, cli, tmp_path):
     assert after["expected_seconds"] == pytest.approx(14, abs=0.1)
     assert 0 < after["captured_seconds"] <= after["expected_seconds"]
     assert after["words_total"] >= 6
+
+
+def test_the_disk_budget_applies_while_recording(pulse, tmp_path):
+    proc = start_record(
+        tmp_path, "--duration", "14", "--segment-seconds", "2", "--max-disk", "700kB"
+    )
+    wait_until_recording(pulse)
+    began = pulse.play(SHORT)
+    finish(proc)
+    from pipeline.config import Home
+    from pipeline.retention import recordings_bytes
+
+    assert recordings_bytes(Home(tmp_path)) <= 700_000
+    [hit] = Archive(tmp_path).search("train to london")  # the words outlive the audio
+    assert heard_when_played(hit.at, began)
+    kinds = [e[0] for e in events(tmp_path)]
+    assert kinds.count("audio_deleted") >= 3

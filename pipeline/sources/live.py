@@ -130,7 +130,7 @@ class LiveSource:
             if initial:
                 self.opener.close()
                 raise CaptureError(f"cannot record from {device}: {exc}") from exc
-            log.warning("cannot open %s: %s", device, exc)
+            log.info("cannot open %s: %s", device, exc)
             return False
         self._stream = stream
         self._q = queue.Queue()
@@ -148,7 +148,7 @@ class LiveSource:
                     break
                 q.put(data)
         except Exception as exc:  # the device failed: the main loop reopens or follows
-            log.warning("reading %s failed: %s", stream.device, exc)
+            log.info("reading %s failed: %s", stream.device, exc)
         q.put(_ENDED)
 
     def _drop_stream(self) -> None:

@@ -189,7 +189,7 @@ class PulseOpener:
             else:
                 default = info.get("default_source_name")
         except CaptureError as exc:
-            log.warning("cannot ask the sound server for its defaults: %s", exc)
+            log.info("cannot ask the sound server for its defaults: %s", exc)
             default = None
         with self._lock:
             self._default = default
@@ -266,7 +266,7 @@ class _Subscription:
                 text=True,
             )
         except OSError as exc:
-            log.warning("cannot watch the sound server for device changes: %s", exc)
+            log.info("cannot watch the sound server for device changes: %s", exc)
             return
         threading.Thread(target=self._run, daemon=True, name="pactl subscribe").start()
 
