@@ -27,7 +27,6 @@ import soundfile as sf
 
 from .errors import CaptureError
 from .messages import (
-    STOP,
     Audio,
     Level,
     SegmentClosed,
@@ -35,6 +34,7 @@ from .messages import (
     SessionEvent,
     SessionStarted,
     SourceFailed,
+    Stop,
 )
 from .process import become_child, nonblocking
 from .sources import Source, SourceEvent, SourceSpec
@@ -98,8 +98,15 @@ class SegmentWriter:
         into = session.started_at.timestamp() % seconds if align_to_clock else 0.0
         self._phase = round(into * session.rate)
 
-    def write(self, frames: np.ndarray, offset: int) -> None:
-        """Append frames starting at session frame ``offset``, rotating at segment ends."""
+    def write(self, frames: np.ndarray, offset: int) -> tuple[str, int]:
+        """Append frames starting at session frame ``offset``, rotating at segment ends.
+
+        Returns where the first frame went: the segment's final path (relative
+        to the recordings folder) and the session frame that segment starts at.
+        """
+        if self._file is None:
+            self._open(offset)
+        anchor = (self._final_name(), self._offset)
         while len(frames):
             if self._file is None:
                 self._open(offset)
@@ -116,6 +123,11 @@ class SegmentWriter:
         if time.monotonic() - self._synced >= SYNC_SECONDS and self._fd is not None:
             os.fsync(self._fd)
             self._synced = time.monotonic()
+        return anchor
+
+    def _final_name(self) -> str:
+        final = self._path.with_name(self._path.name.removesuffix(PART_SUFFIX))
+        return str(final.relative_to(self.recordings))
 
     def close(self) -> None:
         """Finish the open segment (if any): flush, fsync, rename, report."""
@@ -225,16 +237,28 @@ def record_session(
     )
     limit = None if max_seconds is None else round(max_seconds * source.rate)
     meter = _Meter(started, status, lambda: source.name)
-    offset = 0
+    offset = skipped = 0
+    live = source.kind != "file" or getattr(source, "realtime", False)
     try:
         for item in source.blocks(max(1, round(CHUNK_SECONDS * source.rate))):
             if isinstance(item, SourceEvent):
                 index_q.put(_event(started, offset, item))
                 continue
             block = item if limit is None else item[: limit - offset]
-            writer.write(block, offset)  # on disk first: whatever happens next, it is kept
-            audio = Audio(started.key, offset, source.rate, source.channels, block.tobytes())
-            if not put_unless_stopped(audio_q, audio, stop):
+            # on disk first: whatever happens next, it is kept
+            segment, segment_offset = writer.write(block, offset)
+            audio = Audio(
+                started.key,
+                offset,
+                source.rate,
+                source.channels,
+                block.tobytes(),
+                segment,
+                segment_offset,
+            )
+            if live:  # never wait for the recognizer: what it misses, it reads back from disk
+                skipped += 0 if put_now(audio_q, audio) else len(block)
+            elif not put_unless_stopped(audio_q, audio, stop):
                 break
             offset += len(block)
             meter.update(block, offset)
@@ -243,12 +267,17 @@ def record_session(
     except CaptureError as exc:
         index_q.put(SourceFailed(source.name, str(exc), started.key))
     finally:
+        if skipped:
+            log.info(
+                "the recognizer fell behind: %.1f s of audio left for it on disk",
+                skipped / source.rate,
+            )
         source.close()
         try:
             writer.close()
         except CaptureError as exc:
             index_q.put(SourceFailed(source.name, str(exc), started.key))
-        put_unless_stopped(audio_q, SessionEnded(started.key, offset, source.rate), stop)
+        audio_q.put(SessionEnded(started.key, offset, source.rate))  # must arrive
     return started.key
 
 
@@ -285,6 +314,15 @@ class _Meter:
 
 def _db(x: float) -> float:
     return 20 * float(np.log10(max(x, 1e-5)))
+
+
+def put_now(q, message) -> bool:
+    """Put if there is room; a full queue means the recognizer is behind."""
+    try:
+        q.put_nowait(message)
+        return True
+    except queue.Full:
+        return False
 
 
 def put_unless_stopped(q, message, stop) -> bool:
@@ -337,5 +375,5 @@ def run_capture(
                 status=status,
             )
     finally:
-        put_unless_stopped(audio_q, STOP, stop)
-        index_q.put(STOP)
+        audio_q.put(Stop("capture"))
+        index_q.put(Stop("capture"))

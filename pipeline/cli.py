@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -35,7 +36,7 @@ from .search import Hit
 from .sources import KINDS, SourceSpec, live_backend
 from .status import collect as collect_status
 from .statusview import render_status
-from .supervisor import Repairing
+from .supervisor import Repairing, Restarted
 from .supervisor import ingest as run_ingest
 from .supervisor import record as run_record
 
@@ -125,7 +126,12 @@ def _budget(option: str | None) -> int | None:
 
 
 def _show_repair(event) -> None:
-    if isinstance(event, Repairing):
+    if isinstance(event, Restarted):
+        err.print(
+            f"the {event.name} died (exit code {event.exit_code}); restarted the "
+            f"{event.name} (restart {event.restarts})"
+        )
+    elif isinstance(event, Repairing):
         err.print(f"the last run (pid {event.pid}) did not stop cleanly; repairing first")
     elif isinstance(event, Action):
         err.print(f"  {event}", markup=False)
@@ -505,4 +511,7 @@ def config_show(
 
 def main() -> None:
     setup_cli(0)
-    app()
+    try:
+        app()
+    finally:  # the run is over: a late Ctrl+C must not turn a clean exit into a crash
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
 from . import schema
@@ -39,7 +39,10 @@ from .process import become_child, nonblocking
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 200  # messages per transaction at most
+BATCH_MAX = 200
+# an utterance starting this long before the last one indexed ended is a repeat
+# (a restarted recognizer re-recognizing what the dead one had already sent)
+UTTERANCE_OVERLAP_SECONDS = 0.05  # messages per transaction at most
 QUEUE_POLL_SECONDS = 0.25
 
 
@@ -53,8 +56,23 @@ class Indexer:
         self._ids: dict[str, int] = {}  # session key → row id
         self._started: dict[str, datetime] = {}  # session key → UTC wall-clock of frame 0
         self._rate: dict[str, int] = {}
+        self._committed: dict[str, float] = {}  # session key → end of its last utterance
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
+
+    def _known(self, db: DbSession, key: str) -> int | None:
+        """A session this indexer did not see start (it was restarted): from the database."""
+        row = db.scalar(select(schema.Session).where(schema.Session.key == key))
+        if row is None:
+            return None
+        self.adopt(row)
+        self._committed[key] = (
+            db.scalar(
+                select(func.max(schema.Utterance.end)).where(schema.Utterance.session_id == row.id)
+            )
+            or 0.0
+        )
+        return row.id
 
     def adopt(self, session: schema.Session) -> None:
         """Write for a session already in the database (as repair does)."""
@@ -98,7 +116,7 @@ class Indexer:
                 db.get(schema.Session, self._ids[msg.session]).status = "failed"
             after.append(msg)
             return
-        session_id = self._ids.get(msg.session)
+        session_id = self._ids.get(msg.session) or self._known(db, msg.session)
         if session_id is None:
             self._waiting[msg.session].append(msg)
             return
@@ -115,7 +133,15 @@ class Indexer:
                 )
             )
         elif isinstance(msg, Utterance):
+            if msg.start < self._committed.get(msg.session, -1.0) - UTTERANCE_OVERLAP_SECONDS:
+                log.info(
+                    "%s: skipping an utterance at %.2f s, already indexed (a restart)",
+                    msg.session,
+                    msg.start,
+                )
+                return
             self._add_utterance(db, session_id, self._started[msg.session], msg)
+            self._committed[msg.session] = max(self._committed.get(msg.session, 0.0), msg.end)
             after.append(Indexed(msg.session, msg.text, msg.start, len(msg.words)))
         elif isinstance(msg, SessionEvent):
             db.add(
@@ -183,21 +209,21 @@ class Indexer:
         counts[1] += len(msg.words)
 
 
-def run_indexer(home_root: str, index_q, report_q, producers: int, log_q=None) -> None:
+def run_indexer(home_root: str, index_q, report_q, producers: tuple[str, ...], log_q=None) -> None:
     """Process body: write what arrives on ``index_q`` until every producer sent STOP."""
     become_child("pipe-indexer", log_q)
     try:
         engine = open_database(Home(Path(home_root)))
         indexer = Indexer(engine, report_q.put, nonblocking(report_q))
-        stops = 0
-        while stops < producers:
+        waiting_for = set(producers)
+        while waiting_for:
             batch = [index_q.get()]
             while len(batch) < BATCH_MAX:
                 try:
                     batch.append(index_q.get_nowait())
                 except queue.Empty:
                     break
-            stops += sum(isinstance(m, Stop) for m in batch)
+            waiting_for -= {m.sender for m in batch if isinstance(m, Stop)}
             failures = [m for m in batch if isinstance(m, ChildFailed)]
             for failure in failures:
                 report_q.put(failure)

@@ -45,13 +45,20 @@ class SessionStarted:
 
 @dataclass(frozen=True)
 class Audio:
-    """Raw interleaved int16 frames at the source's rate, starting at ``offset``."""
+    """Raw interleaved int16 frames at the source's rate, starting at ``offset``.
+
+    ``segment``/``segment_offset`` say where on disk the first frame is (the
+    segment file, relative to the recordings folder, and the session frame
+    that file starts at), so a recognizer that missed audio can read it back.
+    """
 
     session: str
     offset: int  # session-absolute frame index of the first frame
     rate: int
     channels: int
     pcm: bytes
+    segment: str = ""
+    segment_offset: int = 0
 
     @property
     def frames(self) -> int:

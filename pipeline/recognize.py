@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Protocol
 import numpy as np
 import soxr
 
+from .backfill import SessionOnDisk
 from .errors import ModelError, PipelineError
 from .messages import (
     Audio,
@@ -190,6 +192,7 @@ class EngineSpec:
 
     kind: str = "pocketsphinx"
     model: str | None = None
+    speed: float | None = None  # tests and benchmarks: hold the engine to this × real time
 
     @classmethod
     def from_options(cls, model: str | Path | None) -> EngineSpec:
@@ -204,9 +207,28 @@ class EngineSpec:
         return f"vosk:{Path(self.model).name}" if self.kind == "vosk" else "pocketsphinx:en-us"
 
     def build(self) -> Engine:
-        if self.kind == "vosk":
-            return VoskEngine(self.model or "")
-        return PocketSphinxEngine()
+        engine: Engine = (
+            VoskEngine(self.model or "") if self.kind == "vosk" else PocketSphinxEngine()
+        )
+        return Throttled(engine, self.speed) if self.speed else engine
+
+
+class Throttled:
+    """An engine held to ``speed`` × real time: a slow machine or a big model, on demand."""
+
+    def __init__(self, engine: Engine, speed: float) -> None:
+        self.engine, self.speed = engine, speed
+        self.name, self.rate = engine.name, engine.rate
+
+    def transcribe(self, pcm: bytes) -> list[RawWord]:
+        t0 = time.monotonic()
+        words = self.engine.transcribe(pcm)
+        due = len(pcm) / 2 / self.rate / self.speed
+        time.sleep(max(0.0, t0 + due - time.monotonic()))
+        return words
+
+    def partial(self, pcm: bytes) -> str:
+        return self.engine.partial(pcm)
 
 
 # --- utterances ---------------------------------------------------------------
@@ -229,8 +251,10 @@ class Transcriber:
         *,
         on_partial: Callable[[str], None] | None = None,
         start: int = 0,
+        disk: SessionOnDisk | None = None,
     ) -> None:
-        """``start``: the session frame this stream begins at (repair resumes mid-session)."""
+        """``start``: the session frame this stream begins at (repair resumes mid-session);
+        ``disk``: where to read audio this transcriber did not receive (else silence)."""
         from pocketsphinx import Endpointer
 
         self.engine = engine
@@ -238,6 +262,8 @@ class Transcriber:
         self.source_rate = rate
         self.channels = channels
         self._next_offset = start  # next expected source frame
+        self._disk = disk
+        self._anchor: tuple[str, int] = ("", 0)  # a segment file and its session offset
         self._base = round(start * engine.rate / rate)  # engine samples before this stream
         self._resampler = (
             soxr.ResampleStream(rate, engine.rate, 1, dtype="int16")
@@ -259,20 +285,41 @@ class Transcriber:
         self._guess_every = int(PARTIAL_EVERY_SECONDS * engine.rate) * 2
 
     def feed(self, audio: Audio) -> list[Utterance]:
-        out: list[Utterance] = []
-        while audio.offset > self._next_offset:  # a gap: silence keeps the clock true
-            gap = min(audio.offset - self._next_offset, GAP_CHUNK_SECONDS * self.source_rate)
-            self._next_offset += gap
-            out += self._feed_mono(np.zeros(gap, dtype=np.int16))
+        if audio.segment:
+            self._anchor = (audio.segment, audio.segment_offset)
+        out = self._catch_up(audio.offset)
         frames = np.frombuffer(audio.pcm, dtype=np.int16).reshape(-1, audio.channels)
         if audio.offset < self._next_offset:  # overlap (a restarted source): skip what we had
             frames = frames[self._next_offset - audio.offset :]
         self._next_offset += len(frames)
         return out + self._feed_mono(_downmix(frames))
 
-    def finish(self) -> list[Utterance]:
-        """Flush the resampler and the endpointer: the session's last utterance."""
+    def _catch_up(self, offset: int) -> list[Utterance]:
+        """Audio up to ``offset`` that never arrived: read from disk, or silence."""
         out: list[Utterance] = []
+        if offset <= self._next_offset:
+            return out
+        if self._disk is not None:
+            log.info(
+                "%s: reading %.1f s back from disk",
+                self.session,
+                (offset - self._next_offset) / self.source_rate,
+            )
+            for frames in self._disk.read(self._next_offset, offset, self._anchor):
+                self._next_offset += len(frames)
+                out += self._feed_mono(_downmix(frames))
+        while offset > self._next_offset:  # a gap: silence keeps the clock true
+            gap = min(offset - self._next_offset, GAP_CHUNK_SECONDS * self.source_rate)
+            self._next_offset += gap
+            out += self._feed_mono(np.zeros(gap, dtype=np.int16))
+        return out
+
+    def finish(self, end: int | None = None) -> list[Utterance]:
+        """Flush the resampler and the endpointer: the session's last utterance.
+
+        ``end``: the session's last frame, so audio that never arrived is read first.
+        """
+        out: list[Utterance] = self._catch_up(end) if end is not None else []
         if self._resampler is not None:
             out += self._to_endpointer(
                 self._resampler.resample_chunk(np.zeros(0, np.int16), last=True)
@@ -356,49 +403,119 @@ def _downmix(frames: np.ndarray) -> np.ndarray:
 
 
 def run_recognizer(
-    spec: EngineSpec, audio_q, index_q, *, report_q=None, log_q=None, sender: str = "recognizer"
+    spec: EngineSpec,
+    audio_q,
+    index_q,
+    *,
+    home_root: str | None = None,
+    report_q=None,
+    log_q=None,
+    sender: str = "recognizer",
 ) -> None:
     """Process body: Audio from ``audio_q`` → Utterances on ``index_q`` until STOP.
 
     Runs until the STOP sentinel arrives, so every captured frame is
     recognized before it exits; the supervisor, not SIGINT, decides when.
-    With ``report_q``, running guesses go there for the live view.
+    Audio it did not receive (a full queue, a restart) is read back from the
+    segments under ``home_root``. With ``report_q``, running guesses go
+    there for the live view.
     """
     become_child("pipe-recognizer", log_q)
     status = nonblocking(report_q) if report_q is not None else None
     try:
-        engine = spec.build()
-        transcribers: dict[str, Transcriber] = {}
-        while True:
-            msg = audio_q.get()
-            if isinstance(msg, Stop):
-                for t in transcribers.values():
-                    _send(index_q, t.finish())
-                break
-            if isinstance(msg, SessionStarted):
-                on_partial = None
-                if status is not None:
-                    on_partial = functools.partial(_guess, status, msg.key)
-                transcribers[msg.key] = Transcriber(
-                    engine, msg.key, msg.rate, msg.channels, on_partial=on_partial
-                )
-            elif isinstance(msg, Audio):
-                _send(index_q, transcribers[msg.session].feed(msg))
-            elif isinstance(msg, SessionEnded):
-                t = transcribers.pop(msg.session, None)
-                if t is not None:
-                    _send(index_q, t.finish())
-                index_q.put(msg)  # after its last utterance: the session is complete
+        loop = _RecognizerLoop(spec.build(), index_q, home_root, status)
+        while loop.handle(audio_q.get()):
+            pass
     except PipelineError as exc:
         index_q.put(ChildFailed("recognizer", str(exc), type(exc).__name__))
         raise SystemExit(1) from exc
     index_q.put(Stop(sender))
 
 
+class _RecognizerLoop:
+    """The recognizer process's state: one Transcriber per session in flight."""
+
+    def __init__(self, engine: Engine, index_q, home_root: str | None, status) -> None:
+        self.engine = engine
+        self.index_q = index_q
+        self.home = Path(home_root) if home_root else None
+        self.status = status
+        self.transcribers: dict[str, Transcriber] = {}
+
+    def handle(self, msg) -> bool:
+        """Process one message; False once STOP has been handled."""
+        if isinstance(msg, Stop):
+            for t in self.transcribers.values():
+                self._send(t.finish())
+            return False
+        if isinstance(msg, SessionStarted):
+            self.transcribers[msg.key] = self._transcriber(msg.key, msg.rate, msg.channels, 0)
+        elif isinstance(msg, Audio):
+            self._send(self._for(msg.session, msg.rate, msg.channels).feed(msg))
+        elif isinstance(msg, SessionEnded):
+            t = self.transcribers.pop(msg.session, None)
+            if t is None and self.home is not None:  # restarted after its last audio
+                t = self._for(msg.session, msg.rate, None)
+                self.transcribers.pop(msg.session)
+            if t is not None:
+                self._send(t.finish(msg.frames))
+            self.index_q.put(msg)  # after its last utterance: the session is complete
+        return True
+
+    def _for(self, session: str, rate: int, channels: int | None) -> Transcriber:
+        """The session's transcriber; one this process never saw start resumes where
+        the archive's words end (a restarted recognizer)."""
+        if session not in self.transcribers:
+            start = committed_frames(self.home, session, rate) if self.home else 0
+            if channels is None:
+                channels = _channels_on_disk(self.home / "recordings" / session)
+            log.info("%s: resuming recognition at %.1f s", session, start / rate)
+            self.transcribers[session] = self._transcriber(session, rate, channels, start)
+        return self.transcribers[session]
+
+    def _transcriber(self, session: str, rate: int, channels: int, start: int) -> Transcriber:
+        on_partial = None
+        if self.status is not None:
+            on_partial = functools.partial(_guess, self.status, session)
+        disk = SessionOnDisk(self.home / "recordings", session) if self.home else None
+        return Transcriber(
+            self.engine, session, rate, channels, on_partial=on_partial, start=start, disk=disk
+        )
+
+    def _send(self, utterances: list[Utterance]) -> None:
+        for u in utterances:
+            self.index_q.put(u)
+
+
+def committed_frames(home: Path, session: str, rate: int) -> int:
+    """Where the archive's words for a session end, in session frames (0 if none)."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session as DbSession
+
+    from . import schema
+    from .config import Home
+    from .database import db_errors, open_database
+
+    engine = open_database(Home(home))
+    try:
+        with db_errors(engine), DbSession(engine) as db:
+            end = db.scalar(
+                select(func.max(schema.Utterance.end))
+                .join(schema.Utterance.session)
+                .where(schema.Session.key == session)
+            )
+    finally:
+        engine.dispose()
+    return round((end or 0.0) * rate)
+
+
+def _channels_on_disk(folder: Path) -> int:
+    import soundfile as sf
+
+    for f in sorted(folder.glob("*.wav*")):
+        return sf.info(str(f)).channels
+    return 1
+
+
 def _guess(status, session: str, text: str) -> None:
     status(Partial(session, text))
-
-
-def _send(q, utterances: list[Utterance]) -> None:
-    for u in utterances:
-        q.put(u)

@@ -45,7 +45,11 @@ AUDIO_QUEUE_CHUNKS = 240  # half-second chunks: two minutes of audio in flight a
 REPORT_POLL_SECONDS = 0.2
 JOIN_SECONDS = 10.0
 TERMINATE_SECONDS = 3.0
-ABORT_SECONDS = 3.0
+ABORT_SECONDS = 1.5
+MAX_RESTARTS = 5  # per run; past it a dying child ends the run
+RESTART_BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0)  # seconds before the 1st, 2nd, … restart
+PRODUCERS = ("capture", "recognizer")  # who sends the indexer a STOP
+STALE_LOCK_SECONDS = 0.5
 REPORT_QUEUE_MAX = 1000  # status messages beyond this are dropped, never waited for
 
 
@@ -56,6 +60,7 @@ class RunReport:
     indexed: list[SessionIndexed] = field(default_factory=list)
     failed: list[SourceFailed] = field(default_factory=list)
     interrupted: bool = False
+    restarts: int = 0
 
 
 IngestReport = RunReport
@@ -77,6 +82,7 @@ def ingest(
     realtime: bool = False,
     max_disk: int | None = None,
     on_event: Callable[[object], None] | None = None,
+    queue_chunks: int = AUDIO_QUEUE_CHUNKS,
 ) -> RunReport:
     """Ingest audio files through the three processes; return what happened.
 
@@ -106,6 +112,7 @@ def ingest(
             notify,
             segment_seconds=segment_seconds,
             max_disk=max_disk,
+            audio_queue_chunks=queue_chunks,
         )
     return report
 
@@ -185,16 +192,17 @@ def _run_processes(
     max_seconds=None,
     partials=False,
     max_disk=None,
+    audio_queue_chunks=AUDIO_QUEUE_CHUNKS,
 ) -> None:
     ctx = mp.get_context("spawn")
-    audio_q = ctx.Queue(maxsize=AUDIO_QUEUE_CHUNKS)
+    audio_q = ctx.Queue(maxsize=audio_queue_chunks)
     index_q = ctx.Queue()
     report_q = ctx.Queue(maxsize=REPORT_QUEUE_MAX)
     stop = ctx.Event()
     log_q = ctx.Queue()
-    # capture starts first: it should be recording while the others load their models
-    procs = {
-        "capture": ctx.Process(
+
+    def capture() -> mp.Process:
+        return ctx.Process(
             target=run_capture,
             name="pipeline-capture",
             args=(sources, str(home.recordings), audio_q, index_q, stop),
@@ -204,23 +212,145 @@ def _run_processes(
                 "report_q": report_q,
                 "log_q": log_q,
             },
-        ),
-        "recognizer": ctx.Process(
+        )
+
+    def recognizer() -> mp.Process:
+        return ctx.Process(
             target=run_recognizer,
             name="pipeline-recognizer",
             args=(spec, audio_q, index_q),
-            kwargs={"report_q": report_q if partials else None, "log_q": log_q},
-        ),
-        "indexer": ctx.Process(
+            kwargs={
+                "home_root": str(home.root),
+                "report_q": report_q if partials else None,
+                "log_q": log_q,
+            },
+        )
+
+    def indexer(producers: tuple[str, ...] = PRODUCERS) -> mp.Process:
+        return ctx.Process(
             target=run_indexer,
             name="pipeline-indexer",
-            args=(str(home.root), index_q, report_q, 2),
+            args=(str(home.root), index_q, report_q, producers),
             kwargs={"log_q": log_q},
-        ),
-    }
+        )
+
+    # capture starts first: it should be recording while the others load their models
+    children = Children(
+        {"capture": capture, "recognizer": recognizer, "indexer": indexer},
+        notify,
+        {
+            "recognizer": [(audio_q, "read"), (index_q, "write"), (report_q, "write")],
+            "indexer": [(index_q, "read"), (report_q, "write")],
+        },
+    )
     with collected(home, log_q):
         tick = _disk_budget(home, max_disk, index_q.put) if max_disk else (lambda: None)
-        _supervise(procs, stop, index_q, report_q, audio_q, report, notify, tick)
+        _supervise(children, stop, index_q, report_q, audio_q, report, notify, tick)
+    report.restarts = children.restarts
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """Sent to ``on_event`` when a crashed child was started again."""
+
+    name: str
+    exit_code: int
+    restarts: int
+
+
+class Children:
+    """The three child processes, and bringing back a recognizer or indexer that died.
+
+    Capture keeps recording meanwhile. A new recognizer reads what it missed
+    back from disk; a new indexer comes with a new recognizer, because the
+    utterances the dead indexer held were lost with it, and the new
+    recognizer makes them again from where the archive's words end.
+    """
+
+    def __init__(
+        self, makers: dict[str, Callable[..., mp.Process]], notify, queues: dict[str, list]
+    ) -> None:
+        self.makers = makers
+        self.queues = queues  # name → (queue, "read" | "write") the child uses
+        self.notify = notify
+        self.procs: dict[str, mp.Process] = {}
+        self.restarts = 0
+        self._due: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.procs = {name: make() for name, make in self.makers.items()}
+        _start(self.procs.values())
+        log.info("started %s", ", ".join(f"{p.name} (pid {p.pid})" for p in self.procs.values()))
+
+    def check(self) -> None:
+        """Restart a dead recognizer or indexer (with backoff); a dead capture ends the run."""
+        for name, p in list(self.procs.items()):
+            if p.exitcode in (None, 0):
+                continue
+            if name == "capture" or self.restarts >= MAX_RESTARTS:
+                raise ProcessDiedError(
+                    f"the {name} process died (exit code {p.exitcode})"
+                    + (f" after {self.restarts} restarts" if self.restarts else "")
+                    + "; finished segments and indexed words are kept; run `pipeline repair`"
+                )
+            due = self._due.setdefault(
+                name,
+                time.monotonic() + RESTART_BACKOFF[min(self.restarts, len(RESTART_BACKOFF) - 1)],
+            )
+            if time.monotonic() >= due:
+                self._restart(name, p.exitcode)
+
+    def _restart(self, name: str, exit_code: int) -> None:
+        for q, side in self.queues.get(name, []):
+            _unstick(q, side)
+        self.restarts += 1
+        self._due.pop(name, None)
+        log.warning(
+            "the %s died (exit code %s); restarting it (restart %d)", name, exit_code, self.restarts
+        )
+        again = [name]
+        if name == "indexer":  # what the dead indexer held is lost: remake it
+            again.append("recognizer")
+            old = self.procs["recognizer"]
+            if old.is_alive():
+                old.terminate()
+                old.join(TERMINATE_SECONDS)
+        for n in again:
+            for q, side in self.queues.get(n, []) if n != name else []:
+                _unstick(q, side)
+            if n == "indexer" and self.procs["capture"].exitcode == 0:
+                self.procs[n] = self.makers[n](("recognizer",))  # capture's STOP is in
+            else:
+                self.procs[n] = self.makers[n]()
+        _start([self.procs[n] for n in again])
+        self.notify(Restarted(name, exit_code, self.restarts))
+
+
+def _unstick(q, side: str) -> None:
+    """Free a queue lock that a killed child may have died holding.
+
+    multiprocessing.Queue serialises readers with ``_rlock`` and writers with
+    ``_wlock``. A child killed inside ``get`` (a recognizer waiting for audio,
+    the usual place to be killed) leaves ``_rlock`` taken forever, and its
+    replacement would wait on it forever. Nobody else reads that queue, so a
+    taken read lock is stale. A live writer holds ``_wlock`` only while it
+    sends one message, so one that stays taken for STALE_LOCK_SECONDS is stale.
+    (A child killed in the middle of sending leaves half a message in the
+    pipe; the reader then fails and, past MAX_RESTARTS, the run ends.)
+    """
+    lock = getattr(q, "_rlock" if side == "read" else "_wlock", None)
+    if lock is None:
+        return
+    deadline = time.monotonic() + (0 if side == "read" else STALE_LOCK_SECONDS)
+    while True:
+        if lock.acquire(False):
+            lock.release()
+            return
+        if time.monotonic() >= deadline:
+            log.info("freeing a %s lock a dead child held", side)
+            lock.release()
+            return
+        time.sleep(0.01)
 
 
 def _final_budget_check(home: Home, budget: int) -> None:
@@ -246,19 +376,18 @@ def _disk_budget(home: Home, budget: int, send) -> Callable[[], None]:
     return tick
 
 
-def _supervise(procs, stop, index_q, report_q, audio_q, report, notify, tick) -> None:
-    _start(procs.values())
-    log.info("started %s", ", ".join(f"{p.name} (pid {p.pid})" for p in procs.values()))
+def _supervise(children, stop, index_q, report_q, audio_q, report, notify, tick) -> None:
+    children.start()
     previous = _sigterm_as_interrupt()
     try:
-        _watch(procs, report_q, stop, report, notify, audio_q, tick)
+        _watch(children, report_q, stop, report, notify, audio_q, tick)
     except BaseException:
-        _abort(procs, stop, index_q)
+        _abort(children.procs, stop, index_q)
         raise
     finally:
         _restore_sigterm(previous)
-    _shut_down(procs.values())
-    _check_alive(procs)  # a child that failed after sending its STOP still counts
+    _shut_down(children.procs.values())
+    _check_alive(children.procs)  # a child that failed after sending its STOP still counts
 
 
 def _start(procs) -> None:
@@ -292,7 +421,7 @@ def _restore_sigterm(previous) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _watch(procs, report_q, stop, report: RunReport, notify, audio_q, tick) -> None:
+def _watch(children, report_q, stop, report: RunReport, notify, audio_q, tick) -> None:
     """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
     interrupts = 0
     beat = time.monotonic()
@@ -310,7 +439,7 @@ def _watch(procs, report_q, stop, report: RunReport, notify, audio_q, tick) -> N
             continue
         if time.monotonic() - beat >= REPORT_POLL_SECONDS:  # even while messages flow
             beat = time.monotonic()
-            _check_alive(procs)
+            children.check()
             notify(Heartbeat(_depth(audio_q)))
             tick()
         if msg is None:
@@ -346,8 +475,8 @@ def _abort(procs: dict[str, mp.Process], stop, index_q) -> None:
     """Something failed: stop capture, let the indexer commit what it has, end the rest."""
     stop.set()
     procs["capture"].join(ABORT_SECONDS)
-    for _ in range(2):  # stand in for producers that will never send their STOP
-        index_q.put(Stop("supervisor"))
+    for producer in PRODUCERS:  # stand in for producers that will never send their STOP
+        index_q.put(Stop(producer))
     procs["indexer"].join(ABORT_SECONDS)
     _shut_down(procs.values(), join_seconds=0)
 

@@ -255,14 +255,18 @@ def test_a_device_can_be_chosen_by_its_number(pulse, cli, tmp_path):
 def test_a_second_ctrl_c_stops_at_once_and_keeps_finished_segments(pulse, tmp_path):
     proc = start_record(tmp_path, "--segment-seconds", "2")
     wait_until_recording(pulse)
-    time.sleep(3)
+    pulse.play(SHORT)  # speech just ended: the first Ctrl+C has words to finish
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     _, err = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 10
-    assert proc.returncode == 130 and err.count("\n") == 1 and "kept" in err
+    assert time.monotonic() - t0 < 10, err
+    # the second Ctrl+C cuts the stop short, unless the first had already finished it
+    assert proc.returncode in (0, 130), err
+    if proc.returncode == 130:
+        assert err.count("\n") == 1 and "kept" in err, err
+    assert "Traceback" not in err
     finished = list((tmp_path / "recordings").glob("*/*.wav"))
     assert len(finished) >= 2
     for f in finished:

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from pipeline.archive import Archive
 from pipeline.config import Home
-from pipeline.errors import HomeLockedError, ProcessDiedError
+from pipeline.errors import HomeLockedError
 from pipeline.lock import hold, unclean
 from pipeline.repair import repair
 
@@ -98,21 +98,6 @@ def test_a_live_lock_is_one_line(cli, home):
         result = cli("ingest", SHORT, "--home", home.root)
     assert result.exit_code == HomeLockedError.exit_code
     assert "another pipeline" in result.stderr and result.stderr.count("\n") == 1
-
-
-def test_a_killed_indexer_loses_nothing_after_repair(tmp_path):
-    proc = start_ingest(tmp_path)
-    kids = wait_for_children(proc.pid)
-    time.sleep(10)
-    os.kill(kids["pipe-indexer"], signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == ProcessDiedError.exit_code and "indexer" in err
-    recorded = recorded_seconds(tmp_path)
-    repair(Home(tmp_path))
-    archive = Archive(tmp_path)
-    for sentence in sentences(MEETING):
-        if sentence["end"] <= recorded - 2.0:
-            assert archive.search(sentence["phrase"]), sentence["phrase"]
 
 
 def test_a_part_file_whose_header_is_behind_is_fixed(home):
