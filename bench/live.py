@@ -237,8 +237,10 @@ def bench_long_run(pulse, tmp: Path, minutes: float, files) -> None:
             for name in procs:
                 if name not in now:
                     log = (home / "record.log").read_text()[-2000:]
-                    raise SystemExit(f"{name} is gone after {(time.monotonic() - t0) / 60:.1f} "
-                                     f"min; the recorder's log ends:\n{log}")
+                    raise SystemExit(
+                        f"{name} is gone after {(time.monotonic() - t0) / 60:.1f} "
+                        f"min; the recorder's log ends:\n{log}"
+                    )
                 if now[name] != procs[name]:
                     restarts[name] += 1
                 samples[name].append((time.monotonic() - t0, proc_rss(now[name])))
@@ -260,8 +262,10 @@ def bench_long_run(pulse, tmp: Path, minutes: float, files) -> None:
         mb = [r / 1e6 for _, r in points]
         skip = len(points) // 5  # after warm-up: the slope of the last 80 %
         slope = _slope([t / 3600 for t, _ in points[skip:]], mb[skip:])
-        print(f"  {name:16} {mb[0]:9.1f} {mb[-1]:9.1f} {max(mb):9.1f} {slope:9.2f}"
-              + (f"  ({restarts[name]} restarts)" if restarts[name] else ""))
+        print(
+            f"  {name:16} {mb[0]:9.1f} {mb[-1]:9.1f} {max(mb):9.1f} {slope:9.2f}"
+            + (f"  ({restarts[name]} restarts)" if restarts[name] else "")
+        )
     _timeline(Archive(home), plays, t0_wall=plays[0][0] if plays else 0.0)
 
 
