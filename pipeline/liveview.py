@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .messages import Indexed, Level, Partial, SessionEvent, SessionIndexed, SourceFailed
+from .retention import folder_bytes
 from .supervisor import Heartbeat
 
 LAST_LINES = 5
@@ -73,9 +74,7 @@ class LiveState:
         if not self.session or now - self._disk_at < DISK_EVERY_SECONDS:
             return
         self._disk_at = now
-        folder = self.recordings / self.session
-        if folder.is_dir():
-            self.disk_bytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        self.disk_bytes = folder_bytes(self.recordings / self.session)
 
     def __rich__(self) -> Panel:
         head = Table.grid(padding=(0, 2))

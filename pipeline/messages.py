@@ -5,7 +5,7 @@ Small frozen dataclasses, pickled through ``multiprocessing`` queues::
     capture ──Audio──▶ recognizer ──Utterance──▶ indexer
        └──SessionStarted / SegmentClosed / SessionEnded──▶ indexer
 
-Every stage forwards :data:`STOP` when its input ends, so whatever was in
+Every stage forwards a :class:`Stop` naming itself when its input ends, so whatever was in
 flight is finished before the processes exit. Times inside a session are
 *session-absolute*: sample offsets (``offset``) counted at the source's rate
 from the session's first frame, or seconds from that frame.
@@ -22,13 +22,6 @@ class Stop:
     """The end of a producer's stream; ``sender`` names who sent it."""
 
     sender: str = ""
-
-
-STOP = Stop()
-
-
-def is_stop(message: object) -> bool:
-    return isinstance(message, Stop)
 
 
 @dataclass(frozen=True)

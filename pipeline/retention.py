@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_SECONDS = 10.0
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` (0 if it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def recordings_bytes(home: Home) -> int:
-    return sum(f.stat().st_size for f in home.recordings.rglob("*") if f.is_file())
+    return folder_bytes(home.recordings)
 
 
 def over_budget(home: Home, engine, budget: int) -> list[tuple[str, str, int]]:

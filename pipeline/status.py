@@ -15,7 +15,6 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
@@ -25,6 +24,7 @@ from .config import Home
 from .database import db_errors, open_database
 from .lock import LOCK_NAME, unclean
 from .messages import ChildFailed, Indexed, Level, SourceFailed
+from .retention import folder_bytes
 
 STATUS_NAME = "status.json"
 WRITE_EVERY_SECONDS = 2.0
@@ -141,8 +141,8 @@ def collect(home: Home, *, budget: int | None = None, now: datetime | None = Non
         hours_today=totals["today"] / 3600,
         words_total=totals["words"],
         words_today=totals["words_today"],
-        recordings_bytes=_size(home.recordings),
-        database_bytes=_size(home.db_path.parent),
+        recordings_bytes=folder_bytes(home.recordings),
+        database_bytes=folder_bytes(home.db_path.parent),
         disk_budget_bytes=budget,
         window_start=window_start,
         window_end=now,
@@ -235,9 +235,3 @@ def _events(db: DbSession, session: schema.Session) -> list[schema.SessionEvent]
 
 def _segment_seconds(session: schema.Session) -> float:
     return max((seg.offset + seg.frames for seg in session.segments), default=0) / session.rate
-
-
-def _size(path: Path) -> int:
-    if not path.exists():
-        return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
