@@ -22,6 +22,7 @@ import soundfile as sf
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+SUFFIXES = (".wav", ".flac", ".opus")  # as recorded, and as compacted
 READ_FRAMES = 1 << 15
 
 
@@ -35,7 +36,7 @@ class SessionOnDisk:
     def read(self, start: int, end: int, anchor: tuple[str, int]) -> Iterator[np.ndarray]:
         """Frames [start, end) in order; silence for any part no file holds (deleted)."""
         position = start
-        for path, offset, frames in self._placed(anchor):
+        for path, offset, frames in self.placed(anchor):
             lo, hi = max(position, offset), min(end, offset + frames)
             if lo >= hi:
                 continue
@@ -46,16 +47,19 @@ class SessionOnDisk:
         if position < end:
             log.info("no audio on disk for frames %d-%d of %s", position, end, self.folder.name)
 
-    def _placed(self, anchor: tuple[str, int]) -> list[tuple[Path, int, int]]:
-        """(file, session offset, frames) for every segment, placed from the anchor."""
-        files = sorted(self.folder.glob("*.wav*"), key=lambda p: p.name.removesuffix(PART_SUFFIX))
-        names = [f.name.removesuffix(PART_SUFFIX) for f in files]
-        anchor_name = Path(anchor[0]).name
-        if anchor_name not in names:  # no anchor yet: the first file starts the session
-            anchor_name, anchor = names[0] if names else "", ("", 0)
-        if not names:
+    def placed(self, anchor: tuple[str, int] | None) -> list[tuple[Path, int, int]]:
+        """(file, session offset, frames) for every segment, placed from the anchor.
+
+        Without an anchor the first file starts the session (nothing deleted yet).
+        """
+        files = segment_files(self.folder)
+        stems = [_stem(f) for f in files]
+        anchor_stem = _stem(Path(anchor[0])) if anchor else ""
+        if anchor_stem not in stems:  # no anchor yet: the first file starts the session
+            anchor_stem, anchor = stems[0] if stems else "", ("", 0)
+        if not stems:
             return []
-        i = names.index(anchor_name)
+        i = stems.index(anchor_stem)
         lengths = [_length(f) for f in files]
         offsets = [0] * len(files)
         offsets[i] = anchor[1]
@@ -68,6 +72,44 @@ class SessionOnDisk:
     @staticmethod
     def _channels(path: Path) -> int:
         return sf.info(str(path)).channels
+
+
+def segment_files(folder: Path) -> list[Path]:
+    """A session folder's segment files (any format, finished or open), in time order."""
+    files = [f for f in folder.glob("*Z.*") if f.name.removesuffix(PART_SUFFIX).endswith(SUFFIXES)]
+    return sorted(files, key=_stem)
+
+
+def _stem(path: Path) -> str:
+    """A segment's name without format or ``.part``: its start time."""
+    return path.name.removesuffix(PART_SUFFIX).rsplit(".", 1)[0]
+
+
+def known_anchor(home_root: Path, session: str) -> tuple[str, int] | None:
+    """The archive's newest segment of a session: (path, session offset), or None."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session as DbSession
+
+    from . import schema
+    from .config import Home
+    from .database import db_errors, open_database
+
+    home = Home(home_root)
+    if not home.db_path.exists():
+        return None
+    engine = open_database(home)
+    try:
+        with db_errors(engine), DbSession(engine) as db:
+            row = db.execute(
+                select(schema.Segment.path, schema.Segment.offset)
+                .join(schema.Segment.session)
+                .where(schema.Session.key == session)
+                .order_by(schema.Segment.offset.desc())
+                .limit(1)
+            ).first()
+    finally:
+        engine.dispose()
+    return None if row is None else (row.path, row.offset)
 
 
 def _length(path: Path) -> int:

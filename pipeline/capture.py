@@ -13,21 +13,25 @@ rotate segments on wall-clock boundaries (a 300 s segment starts at :00,
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import queue
 import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from .backfill import PART_SUFFIX, SessionOnDisk, known_anchor
 from .errors import CaptureError
 from .messages import (
+    TIMELINE_BREAKS,
     Audio,
+    Capturing,
     Level,
     SegmentClosed,
     SessionEnded,
@@ -44,7 +48,6 @@ log = logging.getLogger(__name__)
 PUT_POLL_SECONDS = 0.2
 CHUNK_SECONDS = 0.5  # frames per Audio message: small enough for latency, big enough for IPC
 LEVEL_UPDATES_PER_SECOND = 10
-PART_SUFFIX = ".part"
 SYNC_SECONDS = 1.0  # a power cut loses at most this much of the open segment
 
 
@@ -196,6 +199,53 @@ def _update_header_on_every_write(f: sf.SoundFile) -> None:
         log.debug("cannot ask libsndfile to keep WAV headers current")
 
 
+def fix_wav_header(path: Path, *, dry_run: bool = False) -> int:
+    """The frames in a WAV whose writer died; rewrites the header if it is behind."""
+    with sf.SoundFile(path) as f:
+        rate, channels, frames = f.samplerate, f.channels, f.frames
+    raw = path.read_bytes()  # a segment is minutes long: a few tens of MB at most
+    start = raw.find(b"data", 12) + 8  # the samples follow the "data" chunk's header
+    on_disk = (len(raw) - start) // (2 * channels)
+    if on_disk <= frames or dry_run:
+        return max(frames, on_disk)
+    pcm = np.frombuffer(raw, dtype=np.int16, count=on_disk * channels, offset=start)
+    tmp = path.with_suffix(".fixing")
+    sf.write(tmp, pcm.reshape(-1, channels), rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+    return on_disk
+
+
+def finish_session_files(recordings: Path, started: SessionStarted, send) -> int:
+    """Finish what a dead capture left of a session; returns the session's last frame on disk.
+
+    Its open ``*.wav.part`` is finished (header fixed, renamed, an empty one
+    removed), and the last two segments are announced to the indexer, which
+    ignores one it knows: a process killed just after closing a segment never
+    sent its ``SegmentClosed``.
+    """
+    for part in sorted((recordings / started.key).glob(f"*{PART_SUFFIX}")):
+        final = part.with_name(part.name.removesuffix(PART_SUFFIX))
+        if fix_wav_header(part) == 0:
+            part.unlink()
+        else:
+            os.replace(part, final)
+    disk = SessionOnDisk(recordings, started.key)
+    placed = disk.placed(known_anchor(recordings.parent, started.key))
+    for path, offset, frames in placed[-2:]:
+        send(
+            SegmentClosed(
+                session=started.key,
+                path=str(path.relative_to(recordings)),
+                offset=offset,
+                frames=frames,
+                rate=started.rate,
+                channels=started.channels,
+                started_at=started.started_at + timedelta(seconds=offset / started.rate),
+            )
+        )
+    return placed[-1][1] + placed[-1][2] if placed else 0
+
+
 def _write_failed(path: Path | None, exc: Exception) -> str:
     full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
     if full or "space" in str(exc).lower() or isinstance(exc, AssertionError):
@@ -216,69 +266,150 @@ def record_session(
     stop=None,
     max_seconds: float | None = None,
     status: Callable[[object], None] | None = None,
+    resume: SessionStarted | None = None,
+    on_session: Callable[[SessionStarted | None], None] | None = None,
 ) -> str:
-    """Capture one source to its end, ``stop``, or ``max_seconds``; returns the session key."""
-    started = SessionStarted(
-        key=session_key(source.started_at),
-        source_kind=source.kind,
-        source=source.name,
-        started_at=source.started_at,
-        rate=source.rate,
-        channels=source.channels,
+    """Capture one source to its end, ``stop``, or ``max_seconds``; returns the last session key.
+
+    A live source that reports the machine slept or the wall clock jumped
+    (:data:`TIMELINE_BREAKS`) ends the session there and starts a new one,
+    so every session stays one true, continuous timeline. ``resume``: carry on
+    a session whose capture process died (see :func:`_Recording.resume`).
+    """
+    announce = on_session or (lambda session: None)
+    options = dict(
+        recordings=recordings,
+        audio_q=audio_q,
+        index_q=index_q,
+        segment_seconds=segment_seconds,
+        status=status,
     )
-    index_q.put(started)
-    audio_q.put(started)
-    writer = SegmentWriter(
-        recordings,
-        started,
-        round(segment_seconds * source.rate),
-        index_q.put,
-        align_to_clock=source.kind != "file",
-    )
+    if resume is None:
+        rec = _Recording.begin(source, **options)
+    else:
+        rec = _Recording.resume(source, resume, **options)
+    announce(rec.started)
     limit = None if max_seconds is None else round(max_seconds * source.rate)
-    meter = _Meter(started, status, lambda: source.name)
-    offset = skipped = 0
     live = source.kind != "file" or getattr(source, "realtime", False)
     try:
         for item in source.blocks(max(1, round(CHUNK_SECONDS * source.rate))):
-            if isinstance(item, SourceEvent):
-                index_q.put(_event(started, offset, item))
+            if isinstance(item, SourceEvent) and item.kind in TIMELINE_BREAKS:
+                done = rec.offset
+                rec.end()
+                rec = _Recording.begin(source, **options, first_event=item)
+                announce(rec.started)
+                limit = None if limit is None else max(0, limit - done)
                 continue
-            block = item if limit is None else item[: limit - offset]
-            # on disk first: whatever happens next, it is kept
-            segment, segment_offset = writer.write(block, offset)
-            audio = Audio(
-                started.key,
-                offset,
-                source.rate,
-                source.channels,
-                block.tobytes(),
-                segment,
-                segment_offset,
-            )
-            if live:  # never wait for the recognizer: what it misses, it reads back from disk
-                skipped += 0 if put_now(audio_q, audio) else len(block)
-            elif not put_unless_stopped(audio_q, audio, stop):
+            if isinstance(item, SourceEvent):
+                index_q.put(_event(rec.started, rec.offset, item))
+                continue
+            block = item if limit is None else item[: limit - rec.offset]
+            if not rec.write(block, wait=not live, stop=stop):
                 break
-            offset += len(block)
-            meter.update(block, offset)
-            if (stop is not None and stop.is_set()) or (limit is not None and offset >= limit):
+            if (stop is not None and stop.is_set()) or (limit is not None and rec.offset >= limit):
                 break
     except CaptureError as exc:
-        index_q.put(SourceFailed(source.name, str(exc), started.key))
+        index_q.put(SourceFailed(source.name, str(exc), rec.started.key))
     finally:
-        if skipped:
+        source.close()
+        rec.end()
+        announce(None)
+    return rec.started.key
+
+
+class _Recording:
+    """One session being captured: its segment files, its offset, its messages."""
+
+    def __init__(self, source: Source, started: SessionStarted, offset: int, **options) -> None:
+        self.source = source
+        self.started = started
+        self.offset = offset
+        self.audio_q = options["audio_q"]
+        self.index_q = options["index_q"]
+        self.skipped = 0
+        self.writer = SegmentWriter(
+            options["recordings"],
+            started,
+            round(options["segment_seconds"] * source.rate),
+            self.index_q.put,
+            align_to_clock=source.kind != "file",
+        )
+        self.meter = _Meter(started, options["status"], lambda: source.name)
+
+    @classmethod
+    def begin(cls, source: Source, *, first_event: SourceEvent | None = None, **options):
+        """A new session, announced to the indexer and the recognizer."""
+        started = SessionStarted(
+            key=session_key(source.started_at),
+            source_kind=source.kind,
+            source=source.name,
+            started_at=source.started_at,
+            rate=source.rate,
+            channels=source.channels,
+        )
+        options["index_q"].put(started)
+        options["audio_q"].put(started)
+        if first_event is not None:
+            options["index_q"].put(_event(started, 0, first_event))
+        return cls(source, started, 0, **options)
+
+    @classmethod
+    def resume(cls, source: Source, started: SessionStarted, **options):
+        """Carry on a session after its capture process died, in a new process.
+
+        The dead process's open segment is finished and announced; a file
+        source carries on from the last frame on disk, and a live one writes
+        silence for the time nobody was recording (a "gap", reason "crash"),
+        so the session's timeline stays true to the wall clock.
+        """
+        recordings = options["recordings"]
+        end = finish_session_files(recordings, started, options["index_q"].put)
+        rec = cls(source, started, end, **options)
+        if source.kind == "file":
+            source.seek(end)
+        else:
+            now = round((datetime.now(UTC) - started.started_at).total_seconds() * started.rate)
+            missing = max(0, now - end)
+            step = started.rate
+            for n in range(0, missing, step):
+                rec.write(np.zeros((min(step, missing - n), started.channels), np.int16))
+            rec.index_q.put(
+                SessionEvent(started.key, end, "gap", "crash: capture was restarted", missing)
+            )
+        log.info("%s: capture resumed at %.1f s", started.key, rec.offset / started.rate)
+        return rec
+
+    def write(self, block: np.ndarray, *, wait: bool = False, stop=None) -> bool:
+        """Disk first, then the recognizer; False if a stop came while waiting for room."""
+        segment, segment_offset = self.writer.write(block, self.offset)
+        audio = Audio(
+            self.started.key,
+            self.offset,
+            self.started.rate,
+            self.started.channels,
+            block.tobytes(),
+            segment,
+            segment_offset,
+        )
+        self.offset += len(block)
+        self.meter.update(block, self.offset)
+        if not wait:  # never wait for the recognizer: what it misses, it reads back from disk
+            self.skipped += 0 if put_now(self.audio_q, audio) else len(block)
+            return True
+        return put_unless_stopped(self.audio_q, audio, stop)
+
+    def end(self) -> None:
+        """Close the open segment and tell the recognizer the session is over."""
+        if self.skipped:
             log.info(
                 "the recognizer fell behind: %.1f s of audio left for it on disk",
-                skipped / source.rate,
+                self.skipped / self.started.rate,
             )
-        source.close()
         try:
-            writer.close()
+            self.writer.close()
         except CaptureError as exc:
-            index_q.put(SourceFailed(source.name, str(exc), started.key))
-        audio_q.put(SessionEnded(started.key, offset, source.rate))  # must arrive
-    return started.key
+            self.index_q.put(SourceFailed(self.source.name, str(exc), self.started.key))
+        self.audio_q.put(SessionEnded(self.started.key, self.offset, self.started.rate))
 
 
 def _event(session: SessionStarted, offset: int, event: SourceEvent) -> SessionEvent:
@@ -351,14 +482,21 @@ def run_capture(
     max_seconds: float | None = None,
     report_q=None,
     log_q=None,
+    resume: Capturing | None = None,
 ) -> None:
-    """Process body: capture each source in turn, then send STOP down both queues."""
+    """Process body: capture each source in turn, then send STOP down both queues.
+
+    ``resume``: where a capture process that died was (the supervisor's
+    record of it); this one starts at that source and carries on its session.
+    """
     become_child("pipe-capture", log_q)
     status = None if report_q is None else nonblocking(report_q)
+    first = resume.source_index if resume is not None else 0
     try:
-        for spec in specs:
+        for index in range(first, len(specs)):
             if stop.is_set():
                 break
+            spec = specs[index]
             try:
                 source = spec.open()
             except CaptureError as exc:
@@ -373,7 +511,15 @@ def run_capture(
                 stop=stop,
                 max_seconds=max_seconds,
                 status=status,
+                resume=resume.session if resume is not None and index == first else None,
+                on_session=functools.partial(_announce, status, index),
             )
     finally:
         audio_q.put(Stop("capture"))
         index_q.put(Stop("capture"))
+
+
+def _announce(status, index: int, session: SessionStarted | None) -> None:
+    """Tell the supervisor where capture is; a finished source means the next one."""
+    if status is not None:
+        status(Capturing(index if session is not None else index + 1, session))

@@ -121,6 +121,8 @@ class Indexer:
             self._waiting[msg.session].append(msg)
             return
         if isinstance(msg, SegmentClosed):
+            if db.scalar(select(schema.Segment.id).where(schema.Segment.path == msg.path)):
+                return  # announced again by a capture that carried on a session
             db.add(
                 schema.Segment(
                     session_id=session_id,

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+TIMELINE_BREAKS = ("sleep", "clock")  # session events after which a new session begins
+
 
 @dataclass(frozen=True)
 class Stop:
@@ -34,6 +36,18 @@ class SessionStarted:
     started_at: datetime  # UTC wall-clock time of frame 0
     rate: int
     channels: int
+
+
+@dataclass(frozen=True)
+class Capturing:
+    """Capture's progress, for the supervisor: which source it is on, in which session.
+
+    If capture dies, the supervisor starts a new one at the same source that
+    resumes the same session (``session`` None: between sessions).
+    """
+
+    source_index: int
+    session: SessionStarted | None
 
 
 @dataclass(frozen=True)

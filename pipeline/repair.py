@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
 from . import schema
-from .capture import CHUNK_SECONDS, PART_SUFFIX
+from .capture import CHUNK_SECONDS, PART_SUFFIX, fix_wav_header
 from .config import Home
 from .database import db_errors, open_archive
 from .index import Indexer
@@ -99,26 +99,10 @@ def _finalize(part: Path, dry_run: bool, act) -> None:
     if final.exists():
         act(Action("finalize", str(part), f"skipped: {final.name} exists already"))
         return
-    frames = _fix_header(part, dry_run)
+    frames = fix_wav_header(part, dry_run=dry_run)
     act(Action("finalize", str(part), f"{frames} frames, renamed to {final.name}"))
     if not dry_run:
         os.replace(part, final)
-
-
-def _fix_header(path: Path, dry_run: bool) -> int:
-    """The frames in a WAV whose writer died; rewrites the header if it is behind."""
-    with sf.SoundFile(path) as f:
-        rate, channels, frames = f.samplerate, f.channels, f.frames
-    raw = path.read_bytes()  # a segment is minutes long: a few tens of MB at most
-    start = raw.find(b"data", 12) + 8  # the samples follow the "data" chunk's header
-    on_disk = (len(raw) - start) // (2 * channels)
-    if on_disk <= frames or dry_run:
-        return max(frames, on_disk)
-    pcm = np.frombuffer(raw, dtype=np.int16, count=on_disk * channels, offset=start)
-    tmp = path.with_suffix(".fixing")
-    sf.write(tmp, pcm.reshape(-1, channels), rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
-    return on_disk
 
 
 # --- segments and sessions the database does not know ------------------------------

@@ -23,7 +23,7 @@ from . import schema
 from .config import Home
 from .database import db_errors, open_database
 from .lock import LOCK_NAME, unclean
-from .messages import ChildFailed, Indexed, Level, SourceFailed
+from .messages import TIMELINE_BREAKS, ChildFailed, Indexed, Level, SourceFailed
 from .retention import folder_bytes
 
 STATUS_NAME = "status.json"
@@ -203,11 +203,16 @@ def _coverage(db: DbSession, start: datetime, end: datetime, running: bool):
             continue
         expected += (hi - lo).total_seconds()
         captured += (hi - lo).total_seconds()
+        events = _events(db, s)
         if previous_end is not None and s.started_at > previous_end and previous_end >= start:
-            gaps.append(
-                Gap(previous_end, (s.started_at - previous_end).total_seconds(), "not recording")
-            )
-        for e in _events(db, s):
+            between = (s.started_at - previous_end).total_seconds()
+            # a session that began because the timeline broke: the recorder was meant to run
+            cause = next((e for e in events if e.kind in TIMELINE_BREAKS and e.offset == 0), None)
+            if cause is not None:
+                expected += between
+            reason = "not recording" if cause is None else f"{cause.kind}: {cause.detail}"
+            gaps.append(Gap(previous_end, between, reason))
+        for e in events:
             if e.kind in {"gap", "crash", "device_switch", "device_lost"} and start <= e.at <= end:
                 seconds = e.frames / s.rate
                 if e.kind == "gap":

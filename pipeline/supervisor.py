@@ -31,7 +31,7 @@ from .errors import ConfigError, ProcessDiedError, SourceFileError
 from .index import Indexer, run_indexer
 from .lock import hold
 from .logs import collected
-from .messages import ChildFailed, SessionIndexed, SourceFailed, Stop
+from .messages import Capturing, ChildFailed, SessionIndexed, SourceFailed, Stop
 from .recognize import EngineSpec, run_recognizer
 from .repair import repair
 from .retention import CHECK_EVERY_SECONDS, enforce
@@ -201,7 +201,7 @@ def _run_processes(
     stop = ctx.Event()
     log_q = ctx.Queue()
 
-    def capture() -> mp.Process:
+    def capture(resume: Capturing | None = None) -> mp.Process:
         return ctx.Process(
             target=run_capture,
             name="pipeline-capture",
@@ -211,6 +211,7 @@ def _run_processes(
                 "max_seconds": max_seconds,
                 "report_q": report_q,
                 "log_q": log_q,
+                "resume": resume,
             },
         )
 
@@ -239,9 +240,11 @@ def _run_processes(
         {"capture": capture, "recognizer": recognizer, "indexer": indexer},
         notify,
         {
+            "capture": [(audio_q, "write"), (index_q, "write"), (report_q, "write")],
             "recognizer": [(audio_q, "read"), (index_q, "write"), (report_q, "write")],
             "indexer": [(index_q, "read"), (report_q, "write")],
         },
+        stop,
     )
     with collected(home, log_q):
         tick = _disk_budget(home, max_disk, index_q.put) if max_disk else (lambda: None)
@@ -259,22 +262,30 @@ class Restarted:
 
 
 class Children:
-    """The three child processes, and bringing back a recognizer or indexer that died.
+    """The three child processes, and bringing back one that died.
 
-    Capture keeps recording meanwhile. A new recognizer reads what it missed
-    back from disk; a new indexer comes with a new recognizer, because the
-    utterances the dead indexer held were lost with it, and the new
+    A new capture carries on the session the dead one was recording (see
+    :class:`~pipeline.messages.Capturing`), filling the time it was down with
+    silence; the others keep going meanwhile. A new recognizer reads what it
+    missed back from disk; a new indexer comes with a new recognizer, because
+    the utterances the dead indexer held were lost with it, and the new
     recognizer makes them again from where the archive's words end.
     """
 
     def __init__(
-        self, makers: dict[str, Callable[..., mp.Process]], notify, queues: dict[str, list]
+        self,
+        makers: dict[str, Callable[..., mp.Process]],
+        notify,
+        queues: dict[str, list],
+        stop,
     ) -> None:
         self.makers = makers
         self.queues = queues  # name → (queue, "read" | "write") the child uses
         self.notify = notify
+        self.stop = stop
         self.procs: dict[str, mp.Process] = {}
         self.restarts = 0
+        self.capturing: Capturing | None = None  # where capture is, as it last said
         self._due: dict[str, float] = {}
 
     def start(self) -> None:
@@ -283,11 +294,12 @@ class Children:
         log.info("started %s", ", ".join(f"{p.name} (pid {p.pid})" for p in self.procs.values()))
 
     def check(self) -> None:
-        """Restart a dead recognizer or indexer (with backoff); a dead capture ends the run."""
+        """Restart a dead child (with backoff); past MAX_RESTARTS, or a capture dying
+        while the run stops, ends the run."""
         for name, p in list(self.procs.items()):
             if p.exitcode in (None, 0):
                 continue
-            if name == "capture" or self.restarts >= MAX_RESTARTS:
+            if self.restarts >= MAX_RESTARTS or (name == "capture" and self.stop.is_set()):
                 raise ProcessDiedError(
                     f"the {name} process died (exit code {p.exitcode})"
                     + (f" after {self.restarts} restarts" if self.restarts else "")
@@ -320,6 +332,8 @@ class Children:
                 _unstick(q, side)
             if n == "indexer" and self.procs["capture"].exitcode == 0:
                 self.procs[n] = self.makers[n](("recognizer",))  # capture's STOP is in
+            elif n == "capture":
+                self.procs[n] = self.makers[n](self.capturing)
             else:
                 self.procs[n] = self.makers[n]()
         _start([self.procs[n] for n in again])
@@ -446,6 +460,9 @@ def _watch(children, report_q, stop, report: RunReport, notify, audio_q, tick) -
             continue
         if isinstance(msg, Stop):
             return
+        if isinstance(msg, Capturing):
+            children.capturing = msg
+            continue
         if isinstance(msg, ChildFailed):
             raise ProcessDiedError(f"{msg.stage} failed: {msg.message}")
         if isinstance(msg, SessionIndexed):

@@ -112,6 +112,29 @@ def test_a_killed_recognizer_is_restarted_and_no_word_is_lost(tmp_path):
         assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
 
 
+def test_a_killed_capture_is_restarted_and_carries_on_the_same_session(tmp_path):
+    proc = start_ingest(tmp_path)
+    kids = wait_for_children(proc.pid)
+    time.sleep(9)
+    os.kill(kids["pipe-capture"], signal.SIGKILL)
+    time.sleep(3)
+    again = children(proc.pid)
+    assert again["pipe-capture"] != kids["pipe-capture"]
+    assert again["pipe-recognizer"] == kids["pipe-recognizer"]
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "restarted the capture" in err
+    archive = Archive(tmp_path)
+    [session] = archive.sessions()  # one session, not two
+    assert session.status == "complete"
+    assert session.seconds == sf.info(str(MEETING)).duration  # every frame, once
+    assert not list((tmp_path / "recordings").glob("*/*.part"))
+    for sentence in sentences(MEETING):
+        hits = archive.search(sentence["phrase"])
+        assert len(hits) == 1, sentence["phrase"]
+        assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
+
+
 def test_a_killed_indexer_is_restarted_and_no_word_is_lost(tmp_path):
     proc = start_ingest(tmp_path)
     kids = wait_for_children(proc.pid)

@@ -25,6 +25,7 @@ class FileSource:
     started_at: datetime
     realtime: bool = False
     kind: str = "file"
+    start: int = 0  # the first frame to read: a restarted capture carries on from here
 
     @property
     def name(self) -> str:
@@ -34,6 +35,7 @@ class FileSource:
         clock, done = time.monotonic(), 0
         try:
             with sf.SoundFile(self.path) as f:
+                f.seek(min(self.start, self.frames))
                 for block in f.blocks(frames_per_block, dtype="int16", always_2d=True):
                     yield block
                     done += len(block)
@@ -45,6 +47,10 @@ class FileSource:
             raise SourceFileError(
                 f"{self.path}: unreadable after some audio ({exc}); what was read is kept"
             ) from exc
+
+    def seek(self, frame: int) -> None:
+        """Start reading at ``frame`` (before :meth:`blocks`)."""
+        self.start = frame
 
     def close(self) -> None:
         pass

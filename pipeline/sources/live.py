@@ -36,6 +36,9 @@ GAP_TOLERANCE_SECONDS = 0.5  # lateness allowed before silence stands in for aud
 FOLLOW_POLL_SECONDS = 0.5  # how often the default device is checked
 REOPEN_SECONDS = 1.0  # retry interval after a device is lost
 MAX_FILL_SECONDS = 1.0  # silence is yielded in blocks of at most this
+SLEEP_SECONDS = 5.0  # time asleep (or frozen) past which the timeline breaks
+CLOCK_JUMP_SECONDS = 2.0  # a wall-clock step past which the timeline breaks
+SETTLE_SECONDS = 1.0  # after a stall, how long the stream gets to deliver what it kept
 
 
 class Stream(Protocol):
@@ -86,6 +89,56 @@ class LiveClock:
         return lag if lag > self.tolerance else 0
 
 
+def read_clocks() -> tuple[float, float, float]:
+    """(monotonic, monotonic counting suspend, wall clock), in seconds.
+
+    Linux's monotonic clock stops while the machine sleeps and CLOCK_BOOTTIME
+    does not; elsewhere (Windows) the monotonic clock counts sleep already.
+    """
+    mono = time.monotonic()
+    boot = time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else mono
+    return mono, boot, time.time()
+
+
+class TimelineWatch:
+    """Notices the machine sleeping, the recorder being frozen, and the wall clock jumping.
+
+    Each breaks the timeline: frames counted on the monotonic clock would no
+    longer say when they were heard. Sleep shows as the suspend-counting clock
+    running ahead of the monotonic one (Linux); a wall-clock step (NTP, the
+    user) as the wall clock moving unlike the others. Where the monotonic
+    clock counts sleep (Windows), or the process was stopped, sleep shows only
+    as the capture loop not having run for a while: a *stall*, which
+    :meth:`frozen` judges once the stream has had a moment to deliver what it
+    buffered meanwhile (a sound server keeps a few seconds for a slow client).
+    """
+
+    def __init__(self, clocks=read_clocks) -> None:
+        self.clocks = clocks
+        self.last = clocks()
+        self.stalled = 0.0  # seconds the loop did not run, as of the last check (if long)
+
+    def check(self) -> SourceEvent | None:
+        """The break since the last check, if the clocks alone show one."""
+        now = self.clocks()
+        d_mono, d_boot, d_wall = (b - a for a, b in zip(self.last, now, strict=True))
+        self.last = now
+        self.stalled = d_mono if d_mono > SLEEP_SECONDS else 0.0
+        if d_boot - d_mono > SLEEP_SECONDS:
+            return SourceEvent("sleep", f"the machine slept for {d_boot - d_mono:.0f} s")
+        if abs(d_wall - d_boot) > CLOCK_JUMP_SECONDS:
+            return SourceEvent("clock", f"the wall clock jumped {d_wall - d_boot:+.0f} s")
+        return None
+
+    def frozen(self, missing_seconds: float) -> SourceEvent | None:
+        """After a stall, and the stream's moment to catch up: was it sleep?"""
+        if self.stalled and missing_seconds > SLEEP_SECONDS:
+            return SourceEvent(
+                "sleep", f"the recorder was frozen or asleep for {self.stalled:.0f} s"
+            )
+        return None
+
+
 _ENDED = object()
 
 
@@ -118,6 +171,7 @@ class LiveSource:
         self.name = first or "(none)"
         self.started_at = datetime.now(UTC)
         self.clock = LiveClock(rate)
+        self.watch = TimelineWatch()
 
     # --- the stream and its reader thread ---
 
@@ -183,6 +237,14 @@ class LiveSource:
             # with audio held, wait only until it is due; else until the next clock check
             wait = POLL_SECONDS if not pending else held_since + HOLD_SECONDS - time.monotonic()
             data = self._take(max(0.0, min(POLL_SECONDS, wait)))
+            broken = self._timeline_broken(data, len(pending))
+            if broken is not None:  # what was heard before it belongs to the old timeline
+                yield from self._flush_all(pending + self._drain(data))
+                pending, gap_reason, gap_frames = b"", "", 0
+                self.started_at, self.clock = datetime.now(UTC), LiveClock(self.rate)
+                log.info("%s: a new session starts", broken.detail)
+                yield broken
+                continue
             if data is _ENDED:
                 yield from self._flush_all(pending)
                 pending = b""
@@ -240,6 +302,29 @@ class LiveSource:
                 return data
             return _ENDED
         return b"".join(chunks)
+
+    def _drain(self, data) -> bytes:
+        """``data`` and all the reader thread has delivered (a device's end stays queued)."""
+        more = self._take(0)
+        if more is _ENDED or data is _ENDED:
+            self._q.put(_ENDED)
+        return b"".join(x for x in (data, more) if isinstance(x, bytes))
+
+    def _timeline_broken(self, data, held_bytes: int) -> SourceEvent | None:
+        """A sleep or clock jump since the last look; after a stall, first settle.
+
+        A stalled loop may only have been slow: then the sound server kept the
+        audio and delivers it now. What it delivers within SETTLE_SECONDS is
+        added to ``data`` (kept in the queue); only if much is still missing was it sleep.
+        """
+        broken = self.watch.check()
+        if broken is not None or not self.watch.stalled or data is _ENDED:
+            return broken
+        time.sleep(SETTLE_SECONDS)
+        queued = sum(len(c) for c in list(self._q.queue) if c is not _ENDED)
+        arrived = held_bytes + len(data or b"") + queued
+        missing = self.clock.behind(arrived // self._frame_bytes) / self.rate
+        return self.watch.frozen(missing)
 
     def _frames(self, pending: bytes) -> tuple[np.ndarray, bytes]:
         """The whole frames in ``pending`` (counted on the clock) and the leftover bytes."""
