@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .segment_file import frames_of, read_frames
+
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
@@ -29,9 +31,10 @@ READ_FRAMES = 1 << 15
 class SessionOnDisk:
     """One session's segment files, placed on the session's timeline."""
 
-    def __init__(self, recordings: Path, session: str) -> None:
+    def __init__(self, recordings: Path, session: str, rate: int | None = None) -> None:
         self.recordings = recordings
         self.folder = recordings / session
+        self.rate = rate  # the session's: a compacted file may be at another
 
     def read(self, start: int, end: int, anchor: tuple[str, int]) -> Iterator[np.ndarray]:
         """Frames [start, end) in order; silence for any part no file holds (deleted)."""
@@ -42,7 +45,7 @@ class SessionOnDisk:
                 continue
             if lo > position:
                 yield from _silence(lo - position, self._channels(path))
-            yield from _frames(path, lo - offset, hi - lo)
+            yield from _frames(path, lo - offset, hi - lo, self.rate)
             position = hi
         if position < end:
             log.info("no audio on disk for frames %d-%d of %s", position, end, self.folder.name)
@@ -60,7 +63,7 @@ class SessionOnDisk:
         if not stems:
             return []
         i = stems.index(anchor_stem)
-        lengths = [_length(f) for f in files]
+        lengths = [_length(f, self.rate) for f in files]
         offsets = [0] * len(files)
         offsets[i] = anchor[1]
         for j in range(i + 1, len(files)):
@@ -77,7 +80,10 @@ class SessionOnDisk:
 def segment_files(folder: Path) -> list[Path]:
     """A session folder's segment files (any format, finished or open), in time order."""
     files = [f for f in folder.glob("*Z.*") if f.name.removesuffix(PART_SUFFIX).endswith(SUFFIXES)]
-    return sorted(files, key=_stem)
+    by_stem: dict[str, Path] = {}
+    for f in sorted(files):  # a compaction cut short leaves two files of one segment
+        by_stem.setdefault(_stem(f), f)
+    return [by_stem[stem] for stem in sorted(by_stem)]
 
 
 def _stem(path: Path) -> str:
@@ -112,24 +118,23 @@ def known_anchor(home_root: Path, session: str) -> tuple[str, int] | None:
     return None if row is None else (row.path, row.offset)
 
 
-def _length(path: Path) -> int:
+def _length(path: Path, rate: int | None) -> int:
     try:
-        return sf.info(str(path)).frames
+        return frames_of(path, rate)
     except (sf.LibsndfileError, RuntimeError, OSError):
         return 0
 
 
-def _frames(path: Path, skip: int, count: int) -> Iterator[np.ndarray]:
+def _frames(path: Path, skip: int, count: int, rate: int | None) -> Iterator[np.ndarray]:
     if not path.exists() and path.name.endswith(PART_SUFFIX):  # finished in the meantime
         path = path.with_name(path.name.removesuffix(PART_SUFFIX))
-    with sf.SoundFile(path) as f:
-        f.seek(skip)
-        while count > 0:
-            data = f.read(min(READ_FRAMES, count), dtype="int16", always_2d=True)
-            if not len(data):
-                return
-            count -= len(data)
-            yield data
+    while count > 0:
+        data = read_frames(path, skip, min(READ_FRAMES, count), rate)
+        if not len(data):
+            return
+        count -= len(data)
+        skip += len(data)
+        yield data
 
 
 def _silence(frames: int, channels: int) -> Iterator[np.ndarray]:

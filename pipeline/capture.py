@@ -229,7 +229,7 @@ def finish_session_files(recordings: Path, started: SessionStarted, send) -> int
             part.unlink()
         else:
             os.replace(part, final)
-    disk = SessionOnDisk(recordings, started.key)
+    disk = SessionOnDisk(recordings, started.key, started.rate)
     placed = disk.placed(known_anchor(recordings.parent, started.key))
     for path, offset, frames in placed[-2:]:
         send(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import signal
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -22,12 +22,13 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from .archive import Archive
-from .config import Home, Settings, parse_size, resolve_home
+from .compact import FORMATS, compact_archive
+from .config import Home, Settings, parse_duration, parse_size, resolve_home
 from .errors import CaptureError, ConfigError, Interrupted, PartialFailure, PipelineError
 from .liveview import LiveState
 from .lock import hold
 from .logs import setup_cli
-from .messages import SessionIndexed, SourceFailed
+from .messages import SegmentCompacted, SessionIndexed, SourceFailed
 from .recognize import EngineSpec
 from .repair import Action
 from .repair import repair as run_repair
@@ -125,6 +126,13 @@ def _budget(option: str | None) -> int | None:
         raise ConfigError(f"--max-disk: {exc}") from exc
 
 
+def _compaction() -> dict:
+    return {
+        "compact": _settings().get("compact"),
+        "compact_after": _settings().get("compact_after"),
+    }
+
+
 def _show_repair(event) -> None:
     if isinstance(event, Restarted):
         err.print(
@@ -172,6 +180,7 @@ def ingest(
             segment_seconds=_settings().get("segment_seconds", segment_seconds),
             realtime=realtime,
             max_disk=_budget(max_disk),
+            **_compaction(),
             on_event=show,
         )
     if report.interrupted:
@@ -229,6 +238,7 @@ def record(
         segment_seconds=_settings().get("segment_seconds", segment_seconds),
         duration=duration,
         max_disk=_budget(max_disk),
+        **_compaction(),
         on_event=lambda event: (_show_repair(event), state.apply(event)),
         partials=not quiet,
     )
@@ -293,6 +303,50 @@ def repair_command(
         )
     if not actions:
         out.print("nothing to repair")
+
+
+@app.command(name="compact")
+def compact_command(
+    home: HomeOption = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="opus (speech quality, smallest) or flac (lossless); default: config."
+        ),
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(help="Only segments written longer ago, e.g. 1h or 2d (default: config)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be compacted.")] = False,
+) -> None:
+    """Re-encode older audio segments to save disk (a running recorder does it by itself)."""
+    h = _home(home)
+    fmt = _settings().get("compact", format)
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    try:
+        age = _settings().get("compact_after", older_than and parse_duration(older_than))
+    except ValueError as exc:
+        raise ConfigError(f"--older-than: {exc}") from exc
+
+    def show(m: SegmentCompacted) -> None:
+        if dry_run:
+            out.print(f"would compact {m.old_path} ({m.bytes_before / 1e6:.1f} MB)", markup=False)
+        else:
+            out.print(
+                f"compacted {m.old_path} → {Path(m.new_path).name}: "
+                f"{m.bytes_before / 1e6:.1f} MB → {m.bytes_after / 1e6:.1f} MB",
+                markup=False,
+            )
+
+    done = compact_archive(h, FORMATS[fmt], timedelta(seconds=age), dry_run=dry_run, on_done=show)
+    if not done:
+        out.print(f"nothing to compact (no WAV segment written more than {_duration(age)} ago)")
+    elif not dry_run:
+        before = sum(m.bytes_before for m in done)
+        after = sum(m.bytes_after for m in done)
+        out.print(f"{len(done)} segments: {before / 1e6:.1f} MB → {after / 1e6:.1f} MB")
 
 
 @app.command()

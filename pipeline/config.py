@@ -84,6 +84,9 @@ def check_segment_seconds(value: float) -> float:
 CONFIG_ENV = "PIPELINE_CONFIG"
 SOURCES = ("system", "mic", "system+mic")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+COMPACT_FORMATS = ("opus", "flac", "off")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|days?|hours?|minutes?)?\s*$", re.I)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1,
@@ -116,6 +119,20 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def parse_duration(text: str | float) -> float:
+    """Seconds from ``"90s"``, ``"30m"``, ``"1h"``, ``"2d"`` or a plain number of seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 1h or 2d")
+        seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()[0]]
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
 def _positive_seconds(value) -> float:
     seconds = float(value)
     if seconds < MIN_SEGMENT_SECONDS:
@@ -140,6 +157,8 @@ KEYS: dict[str, tuple[object, object]] = {
     "model": (None, str),
     "segment_seconds": (DEFAULT_SEGMENT_SECONDS, _positive_seconds),
     "max_disk": (None, parse_size),
+    "compact": ("opus", _one_of(COMPACT_FORMATS)),
+    "compact_after": (3600.0, parse_duration),
     "log_level": ("warning", _one_of(LOG_LEVELS)),
 }
 

@@ -27,6 +27,7 @@ from .messages import (
     ChildFailed,
     Indexed,
     SegmentClosed,
+    SegmentCompacted,
     SessionEnded,
     SessionEvent,
     SessionIndexed,
@@ -49,8 +50,9 @@ QUEUE_POLL_SECONDS = 0.25
 class Indexer:
     """Writes pipeline messages into the database; usable in-process by tests and tools."""
 
-    def __init__(self, engine, report=None, status=None) -> None:
+    def __init__(self, engine, report=None, status=None, recordings: Path | None = None) -> None:
         self.engine = engine
+        self.recordings = recordings  # where compacted segments' old files are deleted
         self.report = report or (lambda message: None)  # must arrive: session done, failures
         self.status = status or (lambda message: None)  # nice to have: the live view
         self._ids: dict[str, int] = {}  # session key → row id
@@ -87,6 +89,10 @@ class Indexer:
             for msg in messages:
                 self._write_one(db, msg, after)
         for item in after:
+            if isinstance(item, SegmentCompacted):  # committed: the old file may go now
+                if self.recordings is not None:
+                    (self.recordings / item.old_path).unlink(missing_ok=True)
+                continue
             (self.status if isinstance(item, Indexed | SessionEvent) else self.report)(item)
 
     def _write_one(self, db: DbSession, msg, after: list) -> None:
@@ -110,6 +116,9 @@ class Indexer:
             return
         if isinstance(msg, AudioDeleted):  # of any session, this run's or an older one
             self._delete_audio(db, msg, after)
+            return
+        if isinstance(msg, SegmentCompacted):
+            self._compacted(db, msg, after)
             return
         if isinstance(msg, SourceFailed):
             if msg.session in self._ids:
@@ -170,6 +179,15 @@ class Indexer:
                 )
             )
 
+    def _compacted(self, db: DbSession, msg: SegmentCompacted, after: list) -> None:
+        segment = db.scalar(select(schema.Segment).where(schema.Segment.path == msg.old_path))
+        if segment is None or segment.deleted_at is not None:  # deleted meanwhile: drop the copy
+            if self.recordings is not None:
+                (self.recordings / msg.new_path).unlink(missing_ok=True)
+            return
+        segment.path = msg.new_path
+        after.append(msg)
+
     def _delete_audio(self, db: DbSession, msg: AudioDeleted, after: list) -> None:
         segment = db.scalar(select(schema.Segment).where(schema.Segment.path == msg.path))
         if segment is None or segment.deleted_at is not None:
@@ -216,7 +234,8 @@ def run_indexer(home_root: str, index_q, report_q, producers: tuple[str, ...], l
     become_child("pipe-indexer", log_q)
     try:
         engine = open_database(Home(Path(home_root)))
-        indexer = Indexer(engine, report_q.put, nonblocking(report_q))
+        home = Home(Path(home_root))
+        indexer = Indexer(engine, report_q.put, nonblocking(report_q), home.recordings)
         waiting_for = set(producers)
         while waiting_for:
             batch = [index_q.get()]

@@ -201,3 +201,17 @@ class Indexed:
     text: str
     start: float
     words: int
+
+
+@dataclass(frozen=True)
+class SegmentCompacted:
+    """A segment re-encoded (see :mod:`pipeline.compact`): point its row at the new file.
+
+    The indexer deletes the old file once the change is committed.
+    """
+
+    session: str
+    old_path: str  # relative to the recordings folder
+    new_path: str
+    bytes_before: int
+    bytes_after: int

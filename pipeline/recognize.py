@@ -477,7 +477,7 @@ class _RecognizerLoop:
         on_partial = None
         if self.status is not None:
             on_partial = functools.partial(_guess, self.status, session)
-        disk = SessionOnDisk(self.home / "recordings", session) if self.home else None
+        disk = SessionOnDisk(self.home / "recordings", session, rate) if self.home else None
         return Transcriber(
             self.engine, session, rate, channels, on_partial=on_partial, start=start, disk=disk
         )

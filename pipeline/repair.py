@@ -34,15 +34,17 @@ from sqlalchemy.orm import Session as DbSession
 
 from . import schema
 from .capture import CHUNK_SECONDS, PART_SUFFIX, fix_wav_header
+from .compact import COMPACTING_SUFFIX
 from .config import Home
 from .database import db_errors, open_archive
 from .index import Indexer
 from .messages import Audio
 from .recognize import EngineSpec, Transcriber
+from .segment_file import read_frames
 
 log = logging.getLogger(__name__)
 
-_SEGMENT_NAME = re.compile(r"^(\d{8}T\d{6})\.(\d{3})Z\.wav$")
+_SEGMENT_NAME = re.compile(r"^(\d{8}T\d{6})\.(\d{3})Z\.(wav|flac|opus)$")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def repair(
     try:
         with db_errors(engine), DbSession(engine) as db:
             db.begin()
-            _add_unknown(home, db, dry_run, act)
+            removed = _clean_compaction(home, db, dry_run, act)
+            _add_unknown(home, db, dry_run, act, removed)
             if dry_run:  # plan the recognition as if the segments were added, then forget
                 _plan_recognition(db, act)
                 db.rollback()
@@ -105,13 +108,47 @@ def _finalize(part: Path, dry_run: bool, act) -> None:
         os.replace(part, final)
 
 
+# --- compactions cut short ----------------------------------------------------------
+
+
+def _clean_compaction(home: Home, db: DbSession, dry_run: bool, act) -> set[Path]:
+    """Remove what a compaction cut short left: its temporary file, or a second copy.
+
+    A segment is compacted by writing the new file, pointing the archive at it,
+    then deleting the old one; a crash in between leaves two files of one
+    segment, and the one the archive does not point at goes. Returns what
+    was (or, in a dry run, would be) removed.
+    """
+    removed: set[Path] = set()
+    for tmp in sorted(home.recordings.glob(f"*/*{COMPACTING_SUFFIX}")):
+        act(Action("clean", str(tmp), "an unfinished compaction's temporary file, removed"))
+        if not dry_run:
+            tmp.unlink()
+    known = set(db.scalars(select(schema.Segment.path)))
+    for folder in sorted(p for p in home.recordings.iterdir() if p.is_dir()):
+        by_stem: dict[str, list[Path]] = {}
+        for f in sorted(folder.iterdir()):
+            if _SEGMENT_NAME.match(f.name):
+                by_stem.setdefault(f.name.rsplit(".", 1)[0], []).append(f)
+        for copies in (c for c in by_stem.values() if len(c) > 1):
+            keep = next((c for c in copies if str(c.relative_to(home.recordings)) in known), None)
+            for f in copies:
+                if f != (keep or copies[0]):
+                    act(Action("clean", str(f), "a second copy of a compacted segment, removed"))
+                    removed.add(f)
+                    if not dry_run:
+                        f.unlink()
+    return removed
+
+
 # --- segments and sessions the database does not know ------------------------------
 
 
-def _add_unknown(home: Home, db: DbSession, dry_run: bool, act) -> None:
+def _add_unknown(home: Home, db: DbSession, dry_run: bool, act, removed: set[Path]) -> None:
     known_paths = set(db.scalars(select(schema.Segment.path)))
     for folder in sorted(p for p in home.recordings.iterdir() if p.is_dir()):
         files = sorted(f for f in _segment_files(folder, dry_run) if _SEGMENT_NAME.match(f.name))
+        files = [f for f in files if f not in removed]
         new = [f for f in files if str(f.relative_to(home.recordings)) not in known_paths]
         if not new:
             continue
@@ -124,7 +161,7 @@ def _add_unknown(home: Home, db: DbSession, dry_run: bool, act) -> None:
 
 def _segment_files(folder: Path, dry_run: bool) -> list[Path]:
     """The folder's segments; in a dry run, ``*.wav.part`` files count as finalized."""
-    files = list(folder.glob("*.wav"))
+    files = [f for f in folder.iterdir() if _SEGMENT_NAME.match(f.name)]
     if dry_run:
         files += [
             p.with_name(p.name.removesuffix(PART_SUFFIX))
@@ -263,16 +300,15 @@ def _audio(home: Home, session, start: int, end: int) -> Iterator[Audio]:
         lo, hi = max(start, seg.offset), min(end, seg.offset + seg.frames)
         if lo >= hi:
             continue
-        with sf.SoundFile(home.recordings / seg.path) as f:
-            f.seek(lo - seg.offset)
-            for offset in range(lo, hi, chunk):
-                data = f.read(min(chunk, hi - offset), dtype="int16", always_2d=True)
-                if not len(data):
-                    break
-                yield Audio(
-                    session.key,
-                    offset,
-                    session.rate,
-                    session.channels,
-                    np.ascontiguousarray(data).tobytes(),
-                )
+        for offset in range(lo, hi, chunk):
+            path = home.recordings / seg.path
+            data = read_frames(path, offset - seg.offset, min(chunk, hi - offset), session.rate)
+            if not len(data):
+                break
+            yield Audio(
+                session.key,
+                offset,
+                session.rate,
+                session.channels,
+                np.ascontiguousarray(data).tobytes(),
+            )

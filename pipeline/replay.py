@@ -15,6 +15,7 @@ import soundfile as sf
 
 from . import schema
 from .errors import ReplayError
+from .segment_file import read_frames
 
 DEFAULT_PADDING_SECONDS = 1.5
 
@@ -38,9 +39,7 @@ def read_span(recordings: Path, session: schema.Session, start: float, end: floa
                 "the archive under its disk budget; its words are kept (`pipeline search`)"
             )
         try:
-            with sf.SoundFile(path) as f:
-                f.seek(lo - seg.offset)
-                data = f.read(hi - lo, dtype="int16", always_2d=True)
+            data = read_frames(path, lo - seg.offset, hi - lo, rate)
         except (sf.LibsndfileError, OSError) as exc:
             raise ReplayError(
                 f"the audio file {path} is missing or unreadable ({exc}); "

@@ -22,25 +22,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from .capture import CHUNK_SECONDS, run_capture
+from .compact import FORMATS
 from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
 from .database import open_archive, open_database
 from .errors import ConfigError, ProcessDiedError, SourceFileError
+from .housekeeping import Housekeeper, Upkeep
 from .index import Indexer, run_indexer
 from .lock import hold
 from .logs import collected
 from .messages import Capturing, ChildFailed, SessionIndexed, SourceFailed, Stop
 from .recognize import EngineSpec, run_recognizer
 from .repair import repair
-from .retention import CHECK_EVERY_SECONDS, enforce
+from .retention import enforce
 from .sources import SourceSpec, live_backend
 from .sources.file import open_file_source
 from .status import RunFile
 
 log = logging.getLogger(__name__)
 
+DEFAULT_COMPACT_AFTER = 3600.0  # seconds after a segment is written
 AUDIO_QUEUE_CHUNKS = 240  # half-second chunks: two minutes of audio in flight at most
 REPORT_POLL_SECONDS = 0.2
 JOIN_SECONDS = 10.0
@@ -81,6 +85,8 @@ def ingest(
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
     realtime: bool = False,
     max_disk: int | None = None,
+    compact: str | None = None,
+    compact_after: float = DEFAULT_COMPACT_AFTER,
     on_event: Callable[[object], None] | None = None,
     queue_chunks: int = AUDIO_QUEUE_CHUNKS,
 ) -> RunReport:
@@ -111,7 +117,7 @@ def ingest(
             report,
             notify,
             segment_seconds=segment_seconds,
-            max_disk=max_disk,
+            upkeep=_upkeep(max_disk, compact, compact_after),
             audio_queue_chunks=queue_chunks,
         )
     return report
@@ -127,6 +133,8 @@ def record(
     on_event: Callable[[object], None] | None = None,
     partials: bool = False,
     max_disk: int | None = None,
+    compact: str | None = None,
+    compact_after: float = DEFAULT_COMPACT_AFTER,
 ) -> RunReport:
     """Record a live source until Ctrl+C, SIGTERM or ``duration`` seconds.
 
@@ -148,7 +156,7 @@ def record(
         segment_seconds=segment_seconds,
         max_seconds=duration,
         partials=partials,
-        max_disk=max_disk,
+        upkeep=_upkeep(max_disk, compact, compact_after),
     )
     return report
 
@@ -170,8 +178,16 @@ def _run(sources, home, spec, report, notify, **options) -> None:
             _run_processes(sources, home, spec, report, relay, **options)
         finally:
             run_file.close()
-        if options.get("max_disk"):  # the children are gone: this process may write now
-            _final_budget_check(home, options["max_disk"])
+        if options["upkeep"].max_disk:  # the children are gone: this process may write now
+            _final_budget_check(home, options["upkeep"].max_disk)
+
+
+NO_UPKEEP = Upkeep()
+
+
+def _upkeep(max_disk: int | None, compact: str | None, after: float) -> Upkeep:
+    fmt = None if compact in (None, "off") else FORMATS[compact]
+    return Upkeep(max_disk, fmt, timedelta(seconds=after))
 
 
 @dataclass(frozen=True)
@@ -191,7 +207,7 @@ def _run_processes(
     segment_seconds,
     max_seconds=None,
     partials=False,
-    max_disk=None,
+    upkeep=NO_UPKEEP,
     audio_queue_chunks=AUDIO_QUEUE_CHUNKS,
 ) -> None:
     ctx = mp.get_context("spawn")
@@ -247,8 +263,14 @@ def _run_processes(
         stop,
     )
     with collected(home, log_q):
-        tick = _disk_budget(home, max_disk, index_q.put) if max_disk else (lambda: None)
-        _supervise(children, stop, index_q, report_q, audio_q, report, notify, tick)
+        keeper = Housekeeper(home, upkeep, index_q.put) if upkeep else None
+        if keeper is not None:
+            keeper.start()
+        try:
+            _supervise(children, stop, index_q, report_q, audio_q, report, notify)
+        finally:
+            if keeper is not None:
+                keeper.stop()
     report.restarts = children.restarts
 
 
@@ -376,25 +398,11 @@ def _final_budget_check(home: Home, budget: int) -> None:
         engine.dispose()
 
 
-def _disk_budget(home: Home, budget: int, send) -> Callable[[], None]:
-    """A check of the disk budget, run now and then every CHECK_EVERY_SECONDS."""
-    engine = open_database(home)
-    last = -CHECK_EVERY_SECONDS
-
-    def tick() -> None:
-        nonlocal last
-        if time.monotonic() - last >= CHECK_EVERY_SECONDS:
-            last = time.monotonic()
-            enforce(home, engine, budget, send)
-
-    return tick
-
-
-def _supervise(children, stop, index_q, report_q, audio_q, report, notify, tick) -> None:
+def _supervise(children, stop, index_q, report_q, audio_q, report, notify) -> None:
     children.start()
     previous = _sigterm_as_interrupt()
     try:
-        _watch(children, report_q, stop, report, notify, audio_q, tick)
+        _watch(children, report_q, stop, report, notify, audio_q)
     except BaseException:
         _abort(children.procs, stop, index_q)
         raise
@@ -435,7 +443,7 @@ def _restore_sigterm(previous) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _watch(children, report_q, stop, report: RunReport, notify, audio_q, tick) -> None:
+def _watch(children, report_q, stop, report: RunReport, notify, audio_q) -> None:
     """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
     interrupts = 0
     beat = time.monotonic()
@@ -455,7 +463,6 @@ def _watch(children, report_q, stop, report: RunReport, notify, audio_q, tick) -
             beat = time.monotonic()
             children.check()
             notify(Heartbeat(_depth(audio_q)))
-            tick()
         if msg is None:
             continue
         if isinstance(msg, Stop):
