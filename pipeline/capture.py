@@ -12,12 +12,14 @@ rotate segments on wall-clock boundaries (a 300 s segment starts at :00,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import os
 import queue
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -49,6 +51,8 @@ PUT_POLL_SECONDS = 0.2
 CHUNK_SECONDS = 0.5  # frames per Audio message: small enough for latency, big enough for IPC
 LEVEL_UPDATES_PER_SECOND = 10
 SYNC_SECONDS = 1.0  # a power cut loses at most this much of the open segment
+RESERVE_BYTES = 50_000_000  # free space kept for the database and logs: capture stops first
+CHECK_FREE_EVERY_BYTES = 1_000_000
 
 
 # --- segments -------------------------------------------------------------------
@@ -95,6 +99,8 @@ class SegmentWriter:
         self._offset = 0  # session frame where the open segment starts
         self._written = 0  # frames in the open segment
         self._end = 0  # session frame where the open segment must end
+        self.reached = 0  # session frame after the last one safely written
+        self._unchecked = 0  # bytes written since free space was last looked at
         # live sessions cut at wall-clock multiples of the segment length: with 300 s
         # segments, at :00, :05, :10 … whenever the session started
         seconds = segment_frames / session.rate
@@ -110,6 +116,7 @@ class SegmentWriter:
         if self._file is None:
             self._open(offset)
         anchor = (self._final_name(), self._offset)
+        frames_in = frames
         while len(frames):
             if self._file is None:
                 self._open(offset)
@@ -118,15 +125,46 @@ class SegmentWriter:
             try:
                 self._file.write(part)
             except (sf.LibsndfileError, OSError, AssertionError) as exc:  # short write
-                raise CaptureError(_write_failed(self._path, exc)) from exc
+                raise self._failed(exc) from exc
             self._written += len(part)
             offset += len(part)
+            self.reached = offset
             if offset >= self._end:
                 self.close()
-        if time.monotonic() - self._synced >= SYNC_SECONDS and self._fd is not None:
-            os.fsync(self._fd)
+        if self._fd is not None and time.monotonic() - self._synced >= SYNC_SECONDS:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise self._failed(exc) from exc
             self._synced = time.monotonic()
+        self._unchecked += len(frames_in) * self.session.channels * 2
+        if self._unchecked >= CHECK_FREE_EVERY_BYTES:
+            self._unchecked = 0
+            self._check_free_space()
         return anchor
+
+    def _check_free_space(self) -> None:
+        """Stop while the database and the logs can still write (a full disk would stop them)."""
+        try:
+            check_free_space(self.folder)
+        except CaptureError:
+            self.close()
+            raise
+
+    def _failed(self, exc: Exception) -> CaptureError:
+        """A write failed (a full disk): finish the segment with what was written before it."""
+        path, written = self._path, self._written
+        f, fd = self._file, self._fd
+        self._file = self._fd = None
+        with contextlib.suppress(Exception):
+            f.close()
+        os.close(fd)
+        try:  # the failed write may have left part of a block: cut the file to what counts
+            fix_wav_header(path, frames=written)
+            self._file_done(path)
+        except (sf.LibsndfileError, OSError) as again:
+            log.warning("cannot finish %s (%s); pipeline repair will", path, again)
+        return CaptureError(_write_failed(path, exc))
 
     def _final_name(self) -> str:
         final = self._path.with_name(self._path.name.removesuffix(PART_SUFFIX))
@@ -136,15 +174,17 @@ class SegmentWriter:
         """Finish the open segment (if any): flush, fsync, rename, report."""
         if self._file is None:
             return
-        f, part_path, fd = self._file, self._path, self._fd
-        self._file = self._fd = None
         try:
-            f.close()
-            os.fsync(fd)
+            self._file.close()
+            os.fsync(self._fd)
         except (sf.LibsndfileError, OSError, AssertionError) as exc:
-            raise CaptureError(_write_failed(part_path, exc)) from exc
-        finally:
-            os.close(fd)
+            raise self._failed(exc) from exc
+        os.close(self._fd)
+        self._file = self._fd = None
+        self._file_done(self._path)
+
+    def _file_done(self, part_path: Path) -> None:
+        """Rename a finished segment to its final name and report it."""
         final = part_path.with_name(part_path.name.removesuffix(PART_SUFFIX))
         os.replace(part_path, final)
         self.on_close(
@@ -199,20 +239,43 @@ def _update_header_on_every_write(f: sf.SoundFile) -> None:
         log.debug("cannot ask libsndfile to keep WAV headers current")
 
 
-def fix_wav_header(path: Path, *, dry_run: bool = False) -> int:
-    """The frames in a WAV whose writer died; rewrites the header if it is behind."""
+def check_free_space(folder: Path) -> None:
+    """A CaptureError if the disk holding ``folder`` has less than RESERVE_BYTES free."""
+    free = shutil.disk_usage(folder).free
+    if free < RESERVE_BYTES:
+        raise CaptureError(
+            f"the disk holding {folder} is nearly full ({free / 1e6:.0f} MB free); "
+            "recording stopped; free space and start again (what was recorded is kept)"
+        )
+
+
+def fix_wav_header(path: Path, *, dry_run: bool = False, frames: int | None = None) -> int:
+    """Make a WAV whose writer died say how long it is; returns its frames.
+
+    The length is what the data on disk holds (whole frames), or ``frames``
+    if given, in which case the file is cut to it. The header is patched in
+    place and the file only ever shrinks, so this works on a full disk.
+    """
     with sf.SoundFile(path) as f:
-        rate, channels, frames = f.samplerate, f.channels, f.frames
-    raw = path.read_bytes()  # a segment is minutes long: a few tens of MB at most
-    start = raw.find(b"data", 12) + 8  # the samples follow the "data" chunk's header
-    on_disk = (len(raw) - start) // (2 * channels)
-    if on_disk <= frames or dry_run:
-        return max(frames, on_disk)
-    pcm = np.frombuffer(raw, dtype=np.int16, count=on_disk * channels, offset=start)
-    tmp = path.with_suffix(".fixing")
-    sf.write(tmp, pcm.reshape(-1, channels), rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
-    return on_disk
+        channels, header_frames = f.channels, f.frames
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    data_at = head.find(b"data", 12)
+    start = data_at + 8  # the samples follow the "data" chunk's header
+    on_disk = (path.stat().st_size - start) // (2 * channels)
+    length = on_disk if frames is None else min(frames, on_disk)
+    if dry_run or (length == header_frames and frames is None):
+        return length
+    size = length * 2 * channels
+    with open(path, "r+b") as f:
+        f.truncate(start + size)
+        f.seek(4)
+        f.write((start + size - 8).to_bytes(4, "little"))  # the RIFF chunk's size
+        f.seek(data_at + 4)
+        f.write(size.to_bytes(4, "little"))  # the data chunk's size
+        f.flush()
+        os.fsync(f.fileno())
+    return length
 
 
 def finish_session_files(recordings: Path, started: SessionStarted, send) -> int:
@@ -247,10 +310,24 @@ def finish_session_files(recordings: Path, started: SessionStarted, send) -> int
 
 
 def _write_failed(path: Path | None, exc: Exception) -> str:
-    full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    if full or "space" in str(exc).lower() or isinstance(exc, AssertionError):
-        return f"the disk holding {path} is full; free space (what was recorded is kept)"
+    if _disk_full(path, exc):
+        return (
+            f"the disk holding {path.parent if path else 'the recordings'} is full; "
+            "recording stopped; free space and start again (what was recorded is kept)"
+        )
     return f"cannot write {path} ({exc}); check the disk"
+
+
+FULL_BELOW_BYTES = 1 << 20  # libsndfile reports a full disk as a bare "System error."
+
+
+def _disk_full(path: Path | None, exc: Exception) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    try:
+        return path is not None and shutil.disk_usage(path.parent).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
 
 
 # --- the process ------------------------------------------------------------------
@@ -409,6 +486,7 @@ class _Recording:
             self.writer.close()
         except CaptureError as exc:
             self.index_q.put(SourceFailed(self.source.name, str(exc), self.started.key))
+        self.offset = max(self.offset, self.writer.reached)  # a write that stopped the session
         self.audio_q.put(SessionEnded(self.started.key, self.offset, self.started.rate))
 
 

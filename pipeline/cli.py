@@ -185,7 +185,7 @@ def ingest(
         )
     if report.interrupted:
         raise Interrupted("stopped early; what was captured before the interrupt is indexed")
-    if report.failed and not report.indexed:
+    if report.failed and (not report.indexed or len(files) == 1):  # its line says it all
         raise typer.Exit(CaptureError.exit_code)
     if report.failed:
         raise PartialFailure(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from .capture import CHUNK_SECONDS, run_capture
+from .capture import CHUNK_SECONDS, check_free_space, run_capture
 from .compact import FORMATS
 from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
 from .database import open_archive, open_database
@@ -99,6 +99,7 @@ def ingest(
     notify = on_event or (lambda event: None)
     report = RunReport()
     open_archive(home.ensure()).dispose()  # migrate now: a locked or bad database fails fast
+    check_free_space(home.recordings)
     good: list[SourceSpec] = []
     for path in paths:
         try:
@@ -146,6 +147,7 @@ def record(
         raise ConfigError(f"--duration must be positive (got {duration:g})")
     live_backend().check(source)
     open_archive(home.ensure()).dispose()
+    check_free_space(home.recordings)
     report = RunReport()
     _run(
         [source],

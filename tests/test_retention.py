@@ -5,17 +5,27 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
+from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 import soundfile as sf
 
+from pipeline import capture
 from pipeline.archive import Archive
-from pipeline.errors import ReplayError
+from pipeline.capture import RESERVE_BYTES
+from pipeline.config import Home
+from pipeline.errors import CaptureError, ReplayError
+from pipeline.messages import SessionStarted
+from pipeline.repair import repair
 from pipeline.retention import recordings_bytes
 from pipeline.supervisor import ingest
 
-from .conftest import MEETING, SHORT
+from .conftest import MEETING, MEETING_FLAC, SHORT
+from .test_record import start_record, wait_until_recording
 
 
 def test_past_the_budget_the_oldest_audio_goes_and_the_words_stay(home, tmp_path, caplog):
@@ -62,3 +72,93 @@ def test_cli_takes_the_budget_from_the_option_or_the_config(cli, home, tmp_path)
     import json
 
     assert json.loads(status.stdout)["disk_budget_bytes"] == 1000
+
+
+# --- a disk that fills up --------------------------------------------------------------
+
+SMALL_DISK_MB = 64
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MB filesystem (tmpfs), nearly full: 3 MB above capture's reserve. Needs root."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_MB}m", "tmpfs", str(mount)],
+        capture_output=True,
+    )
+    if made.returncode:
+        pytest.skip(f"cannot mount a small filesystem here: {made.stderr.decode().strip()}")
+    filler = shutil.disk_usage(mount).free - RESERVE_BYTES - 3_000_000
+    with open(mount / "other-files", "wb") as f:
+        f.truncate(0)
+        f.write(b"\0" * filler)  # (tmpfs allocates what is written)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_nearly_full_disk_stops_recording_cleanly_and_keeps_what_was_recorded(pulse, small_disk):
+    """The recordings folder on the small disk: 44.1 kHz stereo uses its 3 MB in about 17 s."""
+    home = small_disk.parent / "home"
+    home.mkdir()
+    (home / "recordings").symlink_to(small_disk)  # the database stays on the big disk
+    proc = start_record(home, "--duration", "60", "--segment-seconds", "5")
+    wait_until_recording(pulse)
+    pulse.play(SHORT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == CaptureError.exit_code
+    assert err.count("\n") == 1 and "nearly full" in err and "free space" in err
+    archive = Archive(home)
+    [session] = archive.sessions()
+    assert 10 < session.seconds < 20
+    assert archive.search("train to london")  # everything up to the stop is searchable
+    files = sorted(small_disk.glob("*/*"))
+    assert files and all(f.suffix == ".wav" for f in files)  # no .part left behind
+    assert sum(sf.info(str(f)).frames for f in files) == round(session.seconds * session.rate)
+    assert repair(Home(home)) == []  # nothing corrupt
+
+
+def test_a_nearly_full_disk_under_the_whole_home_still_commits_every_word(small_disk):
+    home = small_disk / "home"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "ingest", "--home", str(home), str(MEETING_FLAC)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    [line] = proc.stderr.splitlines()
+    assert "nearly full" in line
+    [session] = Archive(home).sessions()
+    assert 10 < session.seconds < 25
+    assert Archive(home).search("budget meeting starts")
+    assert repair(Home(home)) == []
+
+
+def test_a_write_that_hits_a_full_disk_keeps_a_consistent_segment(small_disk, monkeypatch):
+    """No reserve: the disk really fills; the segment is cut to the frames that count."""
+    monkeypatch.setattr(capture, "RESERVE_BYTES", 0)
+    closed = []
+    session = SessionStarted("s", "file", "x", datetime.now(UTC), 44100, 2)
+    writer = capture.SegmentWriter(small_disk, session, 44100 * 3600, closed.append)
+    block = np.ones((22050, 2), dtype=np.int16)
+    offset = 0
+    with pytest.raises(CaptureError, match="is full"):
+        while True:
+            writer.write(block, offset)
+            offset += len(block)
+    [segment] = closed
+    assert segment.frames == offset  # every block that was written whole, and nothing else
+    path = small_disk / segment.path
+    assert sf.info(str(path)).frames == offset
+    assert path.stat().st_size == 44 + offset * 4
+
+
+def test_no_recording_starts_on_a_nearly_full_disk(cli, small_disk):
+    with open(small_disk / "other-files", "ab") as f:
+        f.write(b"\0" * 4_000_000)  # now under the reserve
+    result = cli("ingest", "--home", small_disk / "home", MEETING)
+    assert result.exit_code == CaptureError.exit_code
+    assert "nearly full" in result.stderr and result.stderr.count("\n") == 1
+    assert not list((small_disk / "home" / "recordings").iterdir())
