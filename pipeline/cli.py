@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from . import service
 from .archive import Archive
 from .compact import FORMATS, compact_archive
 from .config import Home, Settings, parse_duration, parse_size, resolve_home
@@ -561,6 +562,31 @@ def config_show(
     for k, v, o in rows:
         table.add_row(k, "" if v is None else str(v), o)
     out.print(table)
+
+
+service_app = typer.Typer(
+    help="Run `record` as a systemd user service (Linux).", no_args_is_help=True
+)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("show")
+def service_show() -> None:
+    """Print the systemd user unit that runs this pipeline's `record`."""
+    out.print(service.unit_text(), markup=False, end="")
+
+
+@service_app.command("install")
+def service_install(
+    path: Annotated[
+        Path | None, typer.Option(help="Where to write it (default: ~/.config/systemd/user/).")
+    ] = None,
+) -> None:
+    """Write the unit file; then enable it with systemctl, as printed."""
+    target = service.install(path)
+    out.print(f"wrote {target}; now run:", markup=False)
+    out.print("  systemctl --user daemon-reload", markup=False)
+    out.print(f"  systemctl --user enable --now {target.stem}", markup=False)
 
 
 def main() -> None:

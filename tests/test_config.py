@@ -1,11 +1,17 @@
-"""The config file: defaults for record and ingest, where each value came from, bad values."""
+"""The config file (defaults, where each value came from, bad values) and the service unit."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import pipeline
 from pipeline.config import Settings, parse_size
 from pipeline.errors import ConfigError
 
@@ -56,6 +62,8 @@ def test_ingest_uses_the_config_files_values(cli, tmp_path, home):
         ("segment_seconds = 0.1\n", "segment_seconds = 0.1 is not valid"),
         ('source = "radio"\n', "source = 'radio' is not valid: must be one of"),
         ('max_disk = "lots"\n', "max_disk = 'lots' is not valid"),
+        ('compact = "zip"\n', "compact = 'zip' is not valid: must be one of opus, flac, off"),
+        ('compact_after = "soon"\n', "compact_after = 'soon' is not valid"),
         ("colour = 3\n", "unknown key 'colour'"),
         ("segment_seconds = \n", "is not valid TOML"),
     ],
@@ -80,3 +88,38 @@ def test_sizes():
     assert parse_size(1024) == 1024
     with pytest.raises(ValueError):
         parse_size("12 parsecs")
+
+
+# --- the systemd user service ---------------------------------------------------------
+
+
+def systemd_verify(unit: Path, home: Path, runtime: Path) -> subprocess.CompletedProcess:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here")
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    return subprocess.run(
+        ["systemd-analyze", "verify", "--user", str(unit)], capture_output=True, text=True, env=env
+    )
+
+
+def test_the_installed_unit_runs_this_pipeline_and_systemd_accepts_it(cli, tmp_path):
+    unit = tmp_path / "pipeline.service"
+    result = cli("service", "install", "--path", unit)
+    assert result.exit_code == 0 and "systemctl --user enable --now pipeline" in result.output
+    text = unit.read_text()
+    assert f"ExecStart={Path(sys.executable).parent / 'pipeline'} record --quiet" in text
+    checked = systemd_verify(unit, tmp_path, tmp_path / "run")
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+
+
+def test_the_shipped_unit_is_valid_where_uv_tool_install_puts_pipeline(tmp_path):
+    """The unit in the wheel starts ~/.local/bin/pipeline; systemd checks it is there."""
+    shipped = Path(pipeline.__file__).parent / "data" / "pipeline.service"
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "pipeline").symlink_to(Path(sys.executable).parent / "pipeline")
+    checked = systemd_verify(shipped, home, tmp_path / "run")
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+    missing = systemd_verify(shipped, tmp_path / "nobody", tmp_path / "run")
+    assert missing.returncode != 0  # (the check is real: no pipeline there, no service)
