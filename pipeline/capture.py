@@ -22,7 +22,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -445,8 +445,9 @@ class _Recording:
         if source.kind == "file":
             source.seek(end)
         else:
-            now = round((datetime.now(UTC) - started.started_at).total_seconds() * started.rate)
-            missing = max(0, now - end)
+            # the new stream's first frame was heard when it opened: place it there
+            opened = (source.started_at - started.started_at).total_seconds()
+            missing = max(0, round(opened * started.rate) - end)
             step = started.rate
             for n in range(0, missing, step):
                 rec.write(np.zeros((min(step, missing - n), started.channels), np.int16))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from pipeline.archive import Archive
@@ -21,7 +22,15 @@ from pipeline.lock import hold, unclean
 from pipeline.repair import repair
 
 from .conftest import MEETING, SHORT, sentences
-from .test_supervisor import start_ingest, wait_for_children
+from .test_record import (
+    events,
+    finish,
+    found_at,
+    heard_when_played,
+    start_record,
+    wait_until_recording,
+)
+from .test_supervisor import children, start_ingest, wait_for_children
 
 PIPELINE = [sys.executable, "-m", "pipeline"]
 
@@ -144,3 +153,55 @@ def test_status_tells_of_an_unclean_stop_and_the_crash_gap(cli, tmp_path):
     con = sqlite3.connect(tmp_path / "db" / "pipeline.db")
     [(kind, detail)] = con.execute("SELECT kind, detail FROM session_events").fetchall()
     assert kind == "crash" and "recovered by pipeline repair" in detail
+
+
+# --- the same, while recording live from a real PulseAudio server --------------------
+
+
+@pytest.mark.parametrize("victim", ["pipe-capture", "pipe-recognizer", "pipe-indexer"])
+def test_a_process_killed_while_recording_live_is_restarted_and_loses_nothing(
+    pulse, tmp_path, victim
+):
+    proc = start_record(tmp_path, "--duration", "30", "--segment-seconds", "10")
+    wait_until_recording(pulse)
+    first = pulse.play(SHORT)
+    kids = wait_for_children(proc.pid)
+    os.kill(kids[victim], signal.SIGKILL)
+    killed = time.time()
+    time.sleep(4)  # restarted within the backoff
+    assert children(proc.pid)[victim] != kids[victim]
+    second = pulse.play(SHORT)
+    err = finish(proc, timeout=120)
+    assert f"the {victim.removeprefix('pipe-')} died" in err
+
+    [session] = Archive(tmp_path).sessions()  # one session: the recording went on
+    assert session.status == "complete" and session.seconds == 30.0
+    hits = found_at(tmp_path, "train to london")
+    assert len(hits) == 2  # both found, neither twice
+    for hit, began in zip(hits, (first, second), strict=True):
+        assert heard_when_played(hit, began)
+    crash_gaps = [e for e in events(tmp_path) if e[1].startswith("crash")]
+    if victim == "pipe-capture":  # the time capture was down is silence, said so, ≤ a few s
+        [gap] = crash_gaps
+        started = session.started_at.timestamp()
+        assert abs(gap[2] - (killed - started)) < 1.5 and gap[3] < 4.0
+    else:
+        assert crash_gaps == []
+
+
+def test_a_power_cut_while_recording_live_loses_at_most_a_second(pulse, tmp_path):
+    proc = start_record(tmp_path, "--duration", "60", "--segment-seconds", "10")
+    wait_until_recording(pulse)
+    pulse.play(SHORT)
+    time.sleep(3)  # the phrase ended more than 2 s before the cut
+    kids = wait_for_children(proc.pid)
+    cut = time.time()
+    kill_everything(proc, kids)
+    done = repair(Home(tmp_path))
+    assert {a.kind for a in done} >= {"finalize", "recognize"}
+    [session] = Archive(tmp_path).sessions()
+    assert session.status == "complete"
+    lost = (cut - session.started_at.timestamp()) - session.seconds
+    assert -0.5 < lost <= 1.0
+    assert Archive(tmp_path).search("train to london")
+    assert repair(Home(tmp_path)) == []
