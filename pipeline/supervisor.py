@@ -14,6 +14,7 @@ segments and committed words are kept either way.
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing as mp
 import queue
@@ -50,8 +51,9 @@ REPORT_POLL_SECONDS = 0.2
 JOIN_SECONDS = 10.0
 TERMINATE_SECONDS = 3.0
 ABORT_SECONDS = 1.5
-MAX_RESTARTS = 5  # per run; past it a dying child ends the run
-RESTART_BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0)  # seconds before the 1st, 2nd, … restart
+MAX_RESTARTS = 5  # within RESTART_WINDOW_SECONDS; past it a dying child ends the run
+RESTART_WINDOW_SECONDS = 60.0  # a recorder runs for days: only a burst of deaths ends it
+RESTART_BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0)  # before the 1st, 2nd, … restart in the window
 PRODUCERS = ("capture", "recognizer")  # who sends the indexer a STOP
 STALE_LOCK_SECONDS = 0.5
 REPORT_QUEUE_MAX = 1000  # status messages beyond this are dropped, never waited for
@@ -308,7 +310,8 @@ class Children:
         self.notify = notify
         self.stop = stop
         self.procs: dict[str, mp.Process] = {}
-        self.restarts = 0
+        self.restarts = 0  # in the whole run
+        self._recent: collections.deque[float] = collections.deque()  # times, in the window
         self.capturing: Capturing | None = None  # where capture is, as it last said
         self._due: dict[str, float] = {}
 
@@ -320,18 +323,21 @@ class Children:
     def check(self) -> None:
         """Restart a dead child (with backoff); past MAX_RESTARTS, or a capture dying
         while the run stops, ends the run."""
+        while self._recent and self._recent[0] < time.monotonic() - RESTART_WINDOW_SECONDS:
+            self._recent.popleft()
+        recent = len(self._recent)
         for name, p in list(self.procs.items()):
             if p.exitcode in (None, 0):
                 continue
-            if self.restarts >= MAX_RESTARTS or (name == "capture" and self.stop.is_set()):
+            if recent >= MAX_RESTARTS or (name == "capture" and self.stop.is_set()):
                 raise ProcessDiedError(
                     f"the {name} process died (exit code {p.exitcode})"
-                    + (f" after {self.restarts} restarts" if self.restarts else "")
+                    + (f" after {recent} restarts in a minute" if recent else "")
                     + "; finished segments and indexed words are kept; run `pipeline repair`"
                 )
             due = self._due.setdefault(
                 name,
-                time.monotonic() + RESTART_BACKOFF[min(self.restarts, len(RESTART_BACKOFF) - 1)],
+                time.monotonic() + RESTART_BACKOFF[min(recent, len(RESTART_BACKOFF) - 1)],
             )
             if time.monotonic() >= due:
                 self._restart(name, p.exitcode)
@@ -340,6 +346,7 @@ class Children:
         for q, side in self.queues.get(name, []):
             _unstick(q, side)
         self.restarts += 1
+        self._recent.append(time.monotonic())
         self._due.pop(name, None)
         log.warning(
             "the %s died (exit code %s); restarting it (restart %d)", name, exit_code, self.restarts
