@@ -21,11 +21,18 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from . import service
+from . import models, service
 from .archive import Archive
 from .compact import FORMATS, compact_archive
-from .config import Home, Settings, parse_duration, parse_size, resolve_home
-from .errors import CaptureError, ConfigError, Interrupted, PartialFailure, PipelineError
+from .config import Home, Settings, parse_duration, parse_size, resolve_home, set_value
+from .errors import (
+    CaptureError,
+    ConfigError,
+    Interrupted,
+    ModelError,
+    PartialFailure,
+    PipelineError,
+)
 from .liveview import LiveState
 from .lock import hold
 from .logs import setup_cli
@@ -76,8 +83,15 @@ HomeOption = Annotated[
     ),
 ]
 ModelOption = Annotated[
-    Path | None,
-    typer.Option(help="Vosk model folder (default: PocketSphinx US English, bundled)."),
+    str | None,
+    typer.Option(
+        help="A model's name from `pipeline models list`, or a Vosk model folder "
+        "(default: config, else PocketSphinx US English, bundled)."
+    ),
+]
+LangOption = Annotated[
+    str | None,
+    typer.Option(help="Use the best installed model for this language, e.g. en, de, ko."),
 ]
 SegmentOption = Annotated[
     float | None,
@@ -114,8 +128,14 @@ def _home(option: Path | None) -> Home:
     return resolve_home(option or _settings().get("home"))
 
 
-def _engine(option: Path | None) -> EngineSpec:
-    return EngineSpec.from_options(option or _settings().get("model"))
+def _engine(option: str | None, home: Home, lang: str | None = None) -> EngineSpec:
+    """--model, else --lang's best installed model, else the config's model, else the default."""
+    chosen = option or (None if lang else _settings().get("model"))
+    if chosen:
+        return EngineSpec.from_options(models.resolve(home, str(chosen)))
+    if lang:
+        return EngineSpec.from_options(models.for_language(home, lang, models.cached_catalog(home)))
+    return EngineSpec()
 
 
 def _budget(option: str | None) -> int | None:
@@ -155,13 +175,14 @@ def ingest(
     files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG; any rate).")],
     home: HomeOption = None,
     model: ModelOption = None,
+    lang: LangOption = None,
     segment_seconds: SegmentOption = None,
     realtime: Annotated[bool, typer.Option(help="Pace the files at 1x, like live audio.")] = False,
     max_disk: MaxDiskOption = None,
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
     h = _home(home)
-    spec = _engine(model)
+    spec = _engine(model, h, lang)
 
     def show(event) -> None:
         _show_repair(event)
@@ -218,6 +239,7 @@ def record(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No live view; print only errors.")] = False,
     model: ModelOption = None,
+    lang: LangOption = None,
     segment_seconds: SegmentOption = None,
     max_disk: MaxDiskOption = None,
 ) -> None:
@@ -229,7 +251,7 @@ def record(
     if device is not None and source == "system+mic":
         raise ConfigError("--device picks one device; use it with --source system or mic")
     h = _home(home)
-    spec = _engine(model)
+    spec = _engine(model, h, lang)
     state = LiveState(source=source, engine=spec.label, recordings=h.recordings)
     run = functools.partial(
         run_record,
@@ -294,7 +316,7 @@ def repair_command(
 ) -> None:
     """Finish what a crash left: partial segments, unknown files, audio never indexed."""
     h = _home(home)
-    spec = _engine(model)
+    spec = _engine(model, h)
     with hold(h):
         actions = run_repair(
             h,
@@ -562,6 +584,90 @@ def config_show(
     for k, v, o in rows:
         table.add_row(k, "" if v is None else str(v), o)
     out.print(table)
+
+
+models_app = typer.Typer(
+    help="Recognition models: list, download, choose, remove.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+def _in_use() -> str:
+    chosen = _settings().get("model")
+    return Path(str(chosen)).name if chosen else models.POCKETSPHINX
+
+
+@models_app.command("list")
+def models_list(
+    home: HomeOption = None,
+    lang: Annotated[str | None, typer.Option(help="Only this language, e.g. en, de.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Installed and available models (the catalog is cached: this works offline)."""
+    h = _home(home)
+    rows = models.listing(h, models.fetch_catalog(h, _settings().get("catalog_url")))
+    if lang:
+        rows = [m for m in rows if models.matches_language(m.lang, lang.lower())]
+    used = _in_use()
+    if as_json:
+        doc = [{**m.__dict__, "in_use": m.name == used} for m in rows]
+        out.print_json(json.dumps(doc))
+        return
+    table = Table("name", "engine", "lang", "size", "installed", "in use", header_style="bold")
+    for m in rows:
+        size = f"{m.size / 1e6:,.0f} MB" if m.size else ""
+        table.add_row(
+            m.name,
+            m.engine,
+            m.lang,
+            size,
+            "yes" if m.installed else "",
+            "*" if m.name == used else "",
+        )
+    out.print(table)
+
+
+@models_app.command("download")
+def models_download(name: str, home: HomeOption = None) -> None:
+    """Download, verify and install a model from the catalog (resumable)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    h = _home(home)
+    catalog = models.fetch_catalog(h, _settings().get("catalog_url"))
+    model = next((m for m in catalog if m.name == name), None)
+    if model is None:
+        raise ModelError(f"{name!r} is not in the model catalog; see `pipeline models list`")
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(name, total=model.size or None)
+        folder = models.download(
+            h, model, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    out.print(f"installed {name} in {folder}; use it with `pipeline models use {name}`")
+
+
+@models_app.command("use")
+def models_use(name: str, home: HomeOption = None) -> None:
+    """Make a model the default (the config file's `model`)."""
+    h = _home(home)
+    if name != models.POCKETSPHINX:
+        EngineSpec.from_options(models.resolve(h, name))  # installed and a real model
+    st = _settings()
+    set_value(st.path, "model", "" if name == models.POCKETSPHINX else name)
+    out.print(f"{name} is now the model for record and ingest (set in {st.path})")
+
+
+@models_app.command("remove")
+def models_remove(name: str, home: HomeOption = None) -> None:
+    """Delete an installed model."""
+    folder = models.remove(_home(home), name, _in_use())
+    out.print(f"removed {folder}")
 
 
 service_app = typer.Typer(

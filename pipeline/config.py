@@ -14,6 +14,7 @@ from. A bad value is one line naming the key and the file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -85,6 +86,7 @@ CONFIG_ENV = "PIPELINE_CONFIG"
 SOURCES = ("system", "mic", "system+mic")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 COMPACT_FORMATS = ("opus", "flac", "off")
+DEFAULT_CATALOG_URL = "https://alphacephei.com/vosk/models/model-list.json"  # Vosk's model list
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|days?|hours?|minutes?)?\s*$", re.I)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -160,6 +162,7 @@ KEYS: dict[str, tuple[object, object]] = {
     "compact": ("opus", _one_of(COMPACT_FORMATS)),
     "compact_after": (3600.0, parse_duration),
     "log_level": ("warning", _one_of(LOG_LEVELS)),
+    "catalog_url": (DEFAULT_CATALOG_URL, str),
 }
 
 
@@ -218,3 +221,21 @@ def _check(key: str, raw, where: str):
         return KEYS[key][1](raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {key} = {raw!r} is not valid: {exc}") from exc
+
+
+def set_value(path: Path, key: str, value: str) -> None:
+    """Set ``key = "value"`` in a TOML config file, keeping its other lines as they are."""
+    _check(key, value, str(path))
+    lines = path.read_text().splitlines() if path.is_file() else []
+    line = f"{key} = {json.dumps(value)}"
+    for i, old in enumerate(lines):
+        if old.split("=", 1)[0].strip() == key:
+            lines[i] = line
+            break
+    else:
+        lines.append(line)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror})") from exc

@@ -17,8 +17,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .messages import Indexed, Level, Partial, SessionEvent, SessionIndexed, SourceFailed
+from .messages import (
+    Indexed,
+    Level,
+    Partial,
+    Progress,
+    SessionEvent,
+    SessionIndexed,
+    SourceFailed,
+)
 from .retention import folder_bytes
+from .status import lag
 from .supervisor import Heartbeat
 
 LAST_LINES = 5
@@ -43,6 +52,7 @@ class LiveState:
     partial: str = ""
     words: int = 0
     queue_depth: int = 0
+    recognized: tuple[str, float] | None = None  # (session, seconds) the recognizer is at
     disk_bytes: int = 0
     lines: deque = field(default_factory=lambda: deque(maxlen=LAST_LINES))
     events: deque = field(default_factory=lambda: deque(maxlen=3))
@@ -53,6 +63,8 @@ class LiveState:
         if isinstance(msg, Level):
             self.session, self.device = msg.session, msg.device
             self.seconds, self.rms_db, self.peak_db = msg.seconds, msg.rms_db, msg.peak_db
+        elif isinstance(msg, Progress):
+            self.recognized = (msg.session, msg.seconds)
         elif isinstance(msg, Partial):
             self.partial = msg.text
         elif isinstance(msg, Indexed):
@@ -88,6 +100,7 @@ class LiveState:
         )
         stats = Text(
             f"words indexed {self.words:,}   disk {_size(self.disk_bytes)}   "
+            f"recognizer lag {lag((self.session, self.seconds), self.recognized):.1f} s   "
             f"queue {self.queue_depth}   engine {self.engine}",
             style="dim",
         )

@@ -175,6 +175,14 @@ class AudioDeleted:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far the recognizer has got in a session (seconds), about once a second."""
+
+    session: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Level:
     """Input level of the latest audio, for the meter; dBFS."""
 

@@ -31,6 +31,7 @@ from .messages import (
     Audio,
     ChildFailed,
     Partial,
+    Progress,
     SessionEnded,
     SessionStarted,
     Stop,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 QUEUE_POLL_SECONDS = 0.5
 MAX_UTTERANCE_SECONDS = 30.0  # force a cut in endless speech (music, TV) to keep latency low
 PARTIAL_EVERY_SECONDS = 0.5  # how often the live view gets a new guess
+PROGRESS_SECONDS = 1.0  # how often the recognizer says how far it has got
 GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
 ENDPOINTER_WINDOW = 0.3
 ENDPOINTER_RATIO = 0.9
@@ -284,6 +286,11 @@ class Transcriber:
         self._unguessed: list[bytes] = []  # speech not yet given to engine.partial
         self._guess_every = int(PARTIAL_EVERY_SECONDS * engine.rate) * 2
 
+    @property
+    def position(self) -> float:
+        """Seconds of the session recognized so far."""
+        return self._next_offset / self.source_rate
+
     def feed(self, audio: Audio) -> list[Utterance]:
         if audio.segment:
             self._anchor = (audio.segment, audio.segment_offset)
@@ -411,19 +418,20 @@ def run_recognizer(
     report_q=None,
     log_q=None,
     sender: str = "recognizer",
+    partials: bool = False,
 ) -> None:
     """Process body: Audio from ``audio_q`` → Utterances on ``index_q`` until STOP.
 
     Runs until the STOP sentinel arrives, so every captured frame is
     recognized before it exits; the supervisor, not SIGINT, decides when.
     Audio it did not receive (a full queue, a restart) is read back from the
-    segments under ``home_root``. With ``report_q``, running guesses go
-    there for the live view.
+    segments under ``home_root``. With ``report_q``, its progress (and with
+    ``partials``, running guesses) go there for the live view and status.
     """
     become_child("pipe-recognizer", log_q)
     status = nonblocking(report_q) if report_q is not None else None
     try:
-        loop = _RecognizerLoop(spec.build(), index_q, home_root, status)
+        loop = _RecognizerLoop(spec.build(), index_q, home_root, status, partials=partials)
         while loop.handle(audio_q.get()):
             pass
     except PipelineError as exc:
@@ -435,12 +443,16 @@ def run_recognizer(
 class _RecognizerLoop:
     """The recognizer process's state: one Transcriber per session in flight."""
 
-    def __init__(self, engine: Engine, index_q, home_root: str | None, status) -> None:
+    def __init__(
+        self, engine: Engine, index_q, home_root: str | None, status, *, partials: bool = True
+    ) -> None:
         self.engine = engine
         self.index_q = index_q
         self.home = Path(home_root) if home_root else None
         self.status = status
+        self.partials = partials
         self.transcribers: dict[str, Transcriber] = {}
+        self._told = 0.0  # when progress was last sent
 
     def handle(self, msg) -> bool:
         """Process one message; False once STOP has been handled."""
@@ -451,7 +463,11 @@ class _RecognizerLoop:
         if isinstance(msg, SessionStarted):
             self.transcribers[msg.key] = self._transcriber(msg.key, msg.rate, msg.channels, 0)
         elif isinstance(msg, Audio):
-            self._send(self._for(msg.session, msg.rate, msg.channels).feed(msg))
+            t = self._for(msg.session, msg.rate, msg.channels)
+            self._send(t.feed(msg))
+            if self.status is not None and time.monotonic() - self._told >= PROGRESS_SECONDS:
+                self._told = time.monotonic()
+                self.status(Progress(msg.session, t.position))
         elif isinstance(msg, SessionEnded):
             t = self.transcribers.pop(msg.session, None)
             if t is None and self.home is not None:  # restarted after its last audio
@@ -475,7 +491,7 @@ class _RecognizerLoop:
 
     def _transcriber(self, session: str, rate: int, channels: int, start: int) -> Transcriber:
         on_partial = None
-        if self.status is not None:
+        if self.status is not None and self.partials:
             on_partial = functools.partial(_guess, self.status, session)
         disk = SessionOnDisk(self.home / "recordings", session, rate) if self.home else None
         return Transcriber(

@@ -23,7 +23,7 @@ from . import schema
 from .config import Home
 from .database import db_errors, open_database
 from .lock import LOCK_NAME, unclean
-from .messages import TIMELINE_BREAKS, ChildFailed, Indexed, Level, SourceFailed
+from .messages import TIMELINE_BREAKS, ChildFailed, Indexed, Level, Progress, SourceFailed
 from .retention import folder_bytes
 
 STATUS_NAME = "status.json"
@@ -53,18 +53,23 @@ class RunFile:
             "updated_at": None,
         }
         self._written = 0.0
+        self._captured: tuple[str, float] | None = None  # (session, seconds) from capture
+        self._recognized: tuple[str, float] | None = None  # … and from the recognizer
         self.write()
 
     def apply(self, msg: object, queue_depth: int | None = None) -> None:
         if isinstance(msg, Level):
             self.state["device"] = msg.device
+            self._captured = (msg.session, msg.seconds)
+        elif isinstance(msg, Progress):
+            self._recognized = (msg.session, msg.seconds)
         elif isinstance(msg, Indexed):
             self.state["words"] += msg.words
         elif isinstance(msg, SourceFailed | ChildFailed):
             self.state["last_error"] = msg.message
         if queue_depth is not None and queue_depth >= 0:
             self.state["queue_depth"] = queue_depth
-            self.state["lag_seconds"] = queue_depth * self.chunk_seconds
+        self.state["lag_seconds"] = lag(self._captured, self._recognized)
         if time.monotonic() - self._written >= WRITE_EVERY_SECONDS:
             self.write()
 
@@ -77,6 +82,13 @@ class RunFile:
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def lag(captured: tuple[str, float] | None, recognized: tuple[str, float] | None) -> float:
+    """Seconds the recognizer is behind capture (in capture's session), 0 if unknown."""
+    if captured is None or recognized is None or captured[0] != recognized[0]:
+        return 0.0
+    return max(0.0, captured[1] - recognized[1])
 
 
 # --- read by `pipeline status` ------------------------------------------------------------

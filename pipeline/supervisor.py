@@ -242,7 +242,8 @@ def _run_processes(
             args=(spec, audio_q, index_q),
             kwargs={
                 "home_root": str(home.root),
-                "report_q": report_q if partials else None,
+                "report_q": report_q,
+                "partials": partials,
                 "log_q": log_q,
             },
         )
