@@ -562,17 +562,21 @@ def run_capture(
     report_q=None,
     log_q=None,
     resume: Capturing | None = None,
+    work_q=None,
+    sender: str = "capture",
 ) -> None:
     """Process body: capture each source in turn, then send STOP down both queues.
 
     ``resume``: where a capture process that died was (the supervisor's
     record of it); this one starts at that source and carries on its session.
+    ``work_q``: sources are shared out between parallel lanes: take the index
+    of the next one from here instead of going through them all.
     """
-    become_child("pipe-capture", log_q)
+    become_child(f"pipe-{sender}", log_q)
     status = None if report_q is None else nonblocking(report_q)
     first = resume.source_index if resume is not None else 0
     try:
-        for index in range(first, len(specs)):
+        for index in _source_order(len(specs), resume, work_q):
             if stop.is_set():
                 break
             spec = specs[index]
@@ -591,14 +595,32 @@ def run_capture(
                 max_seconds=max_seconds,
                 status=status,
                 resume=resume.session if resume is not None and index == first else None,
-                on_session=functools.partial(_announce, status, index),
+                on_session=functools.partial(_announce, status, index, sender),
             )
     finally:
-        audio_q.put(Stop("capture"))
-        index_q.put(Stop("capture"))
+        audio_q.put(Stop(sender))
+        index_q.put(Stop(sender))
 
 
-def _announce(status, index: int, session: SessionStarted | None) -> None:
+WORK_WAIT_SECONDS = 1.0
+
+
+def _source_order(count: int, resume: Capturing | None, work_q):
+    """The indices of the sources to capture, in order."""
+    first = resume.source_index if resume is not None else 0
+    if work_q is None:
+        yield from range(first, count)
+        return
+    if resume is not None and resume.session is not None:
+        yield first  # the file this lane was in the middle of
+    while True:
+        try:
+            yield work_q.get(timeout=WORK_WAIT_SECONDS)
+        except queue.Empty:
+            return
+
+
+def _announce(status, index: int, sender: str, session: SessionStarted | None) -> None:
     """Tell the supervisor where capture is; a finished source means the next one."""
     if status is not None:
-        status(Capturing(index if session is not None else index + 1, session))
+        status(Capturing(index if session is not None else index + 1, session, sender))

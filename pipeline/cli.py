@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from .errors import (
     PartialFailure,
     PipelineError,
 )
+from .ingestview import IngestProgress
 from .liveview import LiveState
 from .lock import hold
 from .logs import setup_cli
@@ -179,13 +181,21 @@ def ingest(
     segment_seconds: SegmentOption = None,
     realtime: Annotated[bool, typer.Option(help="Pace the files at 1x, like live audio.")] = False,
     max_disk: MaxDiskOption = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="Files recognized in parallel (default: the number of cores)."),
+    ] = None,
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
     h = _home(home)
     spec = _engine(model, h, lang)
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
+    progress = IngestProgress(files, err)
 
     def show(event) -> None:
         _show_repair(event)
+        progress.apply(event)
         if isinstance(event, SourceFailed):
             _fail(event.message)
         elif isinstance(event, SessionIndexed):
@@ -194,7 +204,7 @@ def ingest(
                 f"{event.utterances} utterances, {event.words} words (session {event.session_id})"
             )
 
-    with err.status(f"ingesting {len(files)} file(s) into {h.root}…"):
+    with progress.bar:
         report = run_ingest(
             files,
             h,
@@ -204,6 +214,7 @@ def ingest(
             max_disk=_budget(max_disk),
             **_compaction(),
             on_event=show,
+            jobs=jobs or os.cpu_count() or 1,
         )
     if report.interrupted:
         raise Interrupted("stopped early; what was captured before the interrupt is indexed")

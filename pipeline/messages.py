@@ -48,6 +48,7 @@ class Capturing:
 
     source_index: int
     session: SessionStarted | None
+    sender: str = "capture"  # which capture (one per lane with --jobs)
 
 
 @dataclass(frozen=True)

@@ -428,7 +428,8 @@ def run_recognizer(
     segments under ``home_root``. With ``report_q``, its progress (and with
     ``partials``, running guesses) go there for the live view and status.
     """
-    become_child("pipe-recognizer", log_q)
+    lane = sender.removeprefix("recognizer")  # "-2" with --jobs; /proc names stop at 15
+    become_child(f"pipe-recog{lane}" if lane else "pipe-recognizer", log_q)
     status = nonblocking(report_q) if report_q is not None else None
     try:
         loop = _RecognizerLoop(spec.build(), index_q, home_root, status, partials=partials)

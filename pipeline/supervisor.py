@@ -15,6 +15,7 @@ segments and committed words are kept either way.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import multiprocessing as mp
 import queue
@@ -54,7 +55,6 @@ ABORT_SECONDS = 1.5
 MAX_RESTARTS = 5  # within RESTART_WINDOW_SECONDS; past it a dying child ends the run
 RESTART_WINDOW_SECONDS = 60.0  # a recorder runs for days: only a burst of deaths ends it
 RESTART_BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0)  # before the 1st, 2nd, … restart in the window
-PRODUCERS = ("capture", "recognizer")  # who sends the indexer a STOP
 STALE_LOCK_SECONDS = 0.5
 REPORT_QUEUE_MAX = 1000  # status messages beyond this are dropped, never waited for
 
@@ -91,11 +91,13 @@ def ingest(
     compact_after: float = DEFAULT_COMPACT_AFTER,
     on_event: Callable[[object], None] | None = None,
     queue_chunks: int = AUDIO_QUEUE_CHUNKS,
+    jobs: int = 1,
 ) -> RunReport:
     """Ingest audio files through the three processes; return what happened.
 
     Bad files are reported (in the report and through ``on_event``) and
-    skipped; the others are captured, recognized and indexed.
+    skipped; the others are captured, recognized and indexed, by ``jobs``
+    capture/recognizer pairs in parallel (one indexer).
     """
     check_segment_seconds(segment_seconds)
     notify = on_event or (lambda event: None)
@@ -122,6 +124,7 @@ def ingest(
             segment_seconds=segment_seconds,
             upkeep=_upkeep(max_disk, compact, compact_after),
             audio_queue_chunks=queue_chunks,
+            jobs=max(1, min(jobs, len(good))),
         )
     return report
 
@@ -213,70 +216,98 @@ def _run_processes(
     partials=False,
     upkeep=NO_UPKEEP,
     audio_queue_chunks=AUDIO_QUEUE_CHUNKS,
+    jobs=1,
 ) -> None:
     ctx = mp.get_context("spawn")
-    audio_q = ctx.Queue(maxsize=audio_queue_chunks)
     index_q = ctx.Queue()
     report_q = ctx.Queue(maxsize=REPORT_QUEUE_MAX)
     stop = ctx.Event()
     log_q = ctx.Queue()
+    lanes = [Lane.make(ctx, k, jobs, audio_queue_chunks) for k in range(jobs)]
+    work_q = None
+    if jobs > 1:  # the lanes' captures take the next file from here when done with one
+        work_q = ctx.Queue()
+        for i in range(len(sources)):
+            work_q.put(i)
 
-    def capture(resume: Capturing | None = None) -> mp.Process:
+    def capture(lane: Lane, resume: Capturing | None = None) -> mp.Process:
         return ctx.Process(
             target=run_capture,
-            name="pipeline-capture",
-            args=(sources, str(home.recordings), audio_q, index_q, stop),
+            name=f"pipeline-{lane.capture}",
+            args=(sources, str(home.recordings), lane.audio_q, index_q, stop),
             kwargs={
                 "segment_seconds": segment_seconds,
                 "max_seconds": max_seconds,
                 "report_q": report_q,
                 "log_q": log_q,
                 "resume": resume,
+                "work_q": work_q,
+                "sender": lane.capture,
             },
         )
 
-    def recognizer() -> mp.Process:
+    def recognizer(lane: Lane) -> mp.Process:
         return ctx.Process(
             target=run_recognizer,
-            name="pipeline-recognizer",
-            args=(spec, audio_q, index_q),
+            name=f"pipeline-{lane.recognizer}",
+            args=(spec, lane.audio_q, index_q),
             kwargs={
                 "home_root": str(home.root),
                 "report_q": report_q,
                 "partials": partials,
                 "log_q": log_q,
+                "sender": lane.recognizer,
             },
         )
 
-    def indexer(producers: tuple[str, ...] = PRODUCERS) -> mp.Process:
+    producers = tuple(name for lane in lanes for name in (lane.capture, lane.recognizer))
+
+    def indexer(waiting_for: tuple[str, ...] = producers) -> mp.Process:
         return ctx.Process(
             target=run_indexer,
             name="pipeline-indexer",
-            args=(str(home.root), index_q, report_q, producers),
+            args=(str(home.root), index_q, report_q, waiting_for),
             kwargs={"log_q": log_q},
         )
 
-    # capture starts first: it should be recording while the others load their models
-    children = Children(
-        {"capture": capture, "recognizer": recognizer, "indexer": indexer},
-        notify,
-        {
-            "capture": [(audio_q, "write"), (index_q, "write"), (report_q, "write")],
-            "recognizer": [(audio_q, "read"), (index_q, "write"), (report_q, "write")],
-            "indexer": [(index_q, "read"), (report_q, "write")],
-        },
-        stop,
-    )
+    makers: dict[str, Callable[..., mp.Process]] = {}
+    queues: dict[str, list] = {"indexer": [(index_q, "read"), (report_q, "write")]}
+    for lane in lanes:  # captures start first: recording while the others load their models
+        makers[lane.capture] = functools.partial(capture, lane)
+        queues[lane.capture] = [(lane.audio_q, "write"), (index_q, "write"), (report_q, "write")]
+    for lane in lanes:
+        makers[lane.recognizer] = functools.partial(recognizer, lane)
+        queues[lane.recognizer] = [(lane.audio_q, "read"), (index_q, "write"), (report_q, "write")]
+    makers["indexer"] = indexer
+    children = Children(makers, notify, queues, stop, lanes)
     with collected(home, log_q):
         keeper = Housekeeper(home, upkeep, index_q.put) if upkeep else None
         if keeper is not None:
             keeper.start()
         try:
-            _supervise(children, stop, index_q, report_q, audio_q, report, notify)
+            _supervise(children, stop, index_q, report_q, report, notify)
         finally:
             if keeper is not None:
                 keeper.stop()
     report.restarts = children.restarts
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A capture and a recognizer joined by their own audio queue; the indexer is shared.
+
+    ``--jobs N`` runs N lanes over a list of files; names stay "capture" and
+    "recognizer" when there is one lane.
+    """
+
+    capture: str
+    recognizer: str
+    audio_q: object
+
+    @classmethod
+    def make(cls, ctx, k: int, jobs: int, chunks: int) -> Lane:
+        suffix = f"-{k + 1}" if jobs > 1 else ""
+        return cls(f"capture{suffix}", f"recognizer{suffix}", ctx.Queue(maxsize=chunks))
 
 
 @dataclass(frozen=True)
@@ -305,15 +336,17 @@ class Children:
         notify,
         queues: dict[str, list],
         stop,
+        lanes: list[Lane],
     ) -> None:
         self.makers = makers
+        self.lanes = lanes
         self.queues = queues  # name → (queue, "read" | "write") the child uses
         self.notify = notify
         self.stop = stop
         self.procs: dict[str, mp.Process] = {}
         self.restarts = 0  # in the whole run
         self._recent: collections.deque[float] = collections.deque()  # times, in the window
-        self.capturing: Capturing | None = None  # where capture is, as it last said
+        self.capturing: dict[str, Capturing] = {}  # capture name → where it last said it was
         self._due: dict[str, float] = {}
 
     def start(self) -> None:
@@ -330,7 +363,8 @@ class Children:
         for name, p in list(self.procs.items()):
             if p.exitcode in (None, 0):
                 continue
-            if recent >= MAX_RESTARTS or (name == "capture" and self.stop.is_set()):
+            dying_capture = name.startswith("capture") and self.stop.is_set()
+            if recent >= MAX_RESTARTS or dying_capture:
                 raise ProcessDiedError(
                     f"the {name} process died (exit code {p.exitcode})"
                     + (f" after {recent} restarts in a minute" if recent else "")
@@ -343,6 +377,11 @@ class Children:
             if time.monotonic() >= due:
                 self._restart(name, p.exitcode)
 
+    @property
+    def producers(self) -> list[str]:
+        """Who sends the indexer a STOP."""
+        return [name for lane in self.lanes for name in (lane.capture, lane.recognizer)]
+
     def _restart(self, name: str, exit_code: int) -> None:
         for q, side in self.queues.get(name, []):
             _unstick(q, side)
@@ -352,24 +391,39 @@ class Children:
         log.warning(
             "the %s died (exit code %s); restarting it (restart %d)", name, exit_code, self.restarts
         )
-        again = [name]
-        if name == "indexer":  # what the dead indexer held is lost: remake it
-            again.append("recognizer")
-            old = self.procs["recognizer"]
+        if name == "indexer":
+            self._restart_indexer()
+        elif name.startswith("capture"):
+            self.procs[name] = self.makers[name](self.capturing.get(name))
+            _start([self.procs[name]])
+        else:
+            self.procs[name] = self.makers[name]()
+            _start([self.procs[name]])
+        self.notify(Restarted(name, exit_code, self.restarts))
+
+    def _restart_indexer(self) -> None:
+        """What the dead indexer held is lost: the recognizers make it again.
+
+        A new indexer waits for a STOP from every producer except captures that
+        have finished (theirs is already in); a recognizer whose capture has
+        finished gets that STOP again on its audio queue, or it would wait forever.
+        """
+        for lane in self.lanes:
+            old = self.procs[lane.recognizer]
             if old.is_alive():
                 old.terminate()
                 old.join(TERMINATE_SECONDS)
-        for n in again:
-            for q, side in self.queues.get(n, []) if n != name else []:
+            for q, side in self.queues[lane.recognizer]:
                 _unstick(q, side)
-            if n == "indexer" and self.procs["capture"].exitcode == 0:
-                self.procs[n] = self.makers[n](("recognizer",))  # capture's STOP is in
-            elif n == "capture":
-                self.procs[n] = self.makers[n](self.capturing)
-            else:
-                self.procs[n] = self.makers[n]()
-        _start([self.procs[n] for n in again])
-        self.notify(Restarted(name, exit_code, self.restarts))
+        done = {lane.capture for lane in self.lanes if self.procs[lane.capture].exitcode == 0}
+        self.procs["indexer"] = self.makers["indexer"](
+            tuple(n for n in self.producers if n not in done)
+        )
+        for lane in self.lanes:
+            self.procs[lane.recognizer] = self.makers[lane.recognizer]()
+            if lane.capture in done:
+                lane.audio_q.put(Stop(lane.capture))
+        _start([self.procs["indexer"], *(self.procs[lane.recognizer] for lane in self.lanes)])
 
 
 def _unstick(q, side: str) -> None:
@@ -408,13 +462,13 @@ def _final_budget_check(home: Home, budget: int) -> None:
         engine.dispose()
 
 
-def _supervise(children, stop, index_q, report_q, audio_q, report, notify) -> None:
+def _supervise(children, stop, index_q, report_q, report, notify) -> None:
     children.start()
     previous = _sigterm_as_interrupt()
     try:
-        _watch(children, report_q, stop, report, notify, audio_q)
+        _watch(children, report_q, stop, report, notify)
     except BaseException:
-        _abort(children.procs, stop, index_q)
+        _abort(children, stop, index_q)
         raise
     finally:
         _restore_sigterm(previous)
@@ -453,7 +507,7 @@ def _restore_sigterm(previous) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _watch(children, report_q, stop, report: RunReport, notify, audio_q) -> None:
+def _watch(children, report_q, stop, report: RunReport, notify) -> None:
     """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
     interrupts = 0
     beat = time.monotonic()
@@ -472,13 +526,13 @@ def _watch(children, report_q, stop, report: RunReport, notify, audio_q) -> None
         if time.monotonic() - beat >= REPORT_POLL_SECONDS:  # even while messages flow
             beat = time.monotonic()
             children.check()
-            notify(Heartbeat(_depth(audio_q)))
+            notify(Heartbeat(sum(_depth(lane.audio_q) for lane in children.lanes)))
         if msg is None:
             continue
         if isinstance(msg, Stop):
             return
         if isinstance(msg, Capturing):
-            children.capturing = msg
+            children.capturing[msg.sender] = msg
             continue
         if isinstance(msg, ChildFailed):
             raise ProcessDiedError(f"{msg.stage} failed: {msg.message}")
@@ -505,14 +559,15 @@ def _check_alive(procs: dict[str, mp.Process]) -> None:
             )
 
 
-def _abort(procs: dict[str, mp.Process], stop, index_q) -> None:
+def _abort(children: Children, stop, index_q) -> None:
     """Something failed: stop capture, let the indexer commit what it has, end the rest."""
     stop.set()
-    procs["capture"].join(ABORT_SECONDS)
-    for producer in PRODUCERS:  # stand in for producers that will never send their STOP
+    for lane in children.lanes:
+        children.procs[lane.capture].join(ABORT_SECONDS)
+    for producer in children.producers:  # stand in for producers that will never send STOP
         index_q.put(Stop(producer))
-    procs["indexer"].join(ABORT_SECONDS)
-    _shut_down(procs.values(), join_seconds=0)
+    children.procs["indexer"].join(ABORT_SECONDS)
+    _shut_down(children.procs.values(), join_seconds=0)
 
 
 def _shut_down(procs, *, join_seconds: float = JOIN_SECONDS) -> None:

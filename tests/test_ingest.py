@@ -134,3 +134,75 @@ def test_cli_ingest_prints_one_line_per_file(cli, home):
     assert result.exit_code == 0, result.output
     assert "indexed" in result.stdout and "short.wav" in result.stdout
     assert "words (session 1)" in result.stdout
+
+
+# --- several files at once ---------------------------------------------------------
+
+
+def transcripts(home: Path) -> dict[str, list]:
+    """source file name → its utterances (start, end, text, words with times)."""
+    db = sqlite3.connect(home / "db" / "pipeline.db")
+    out: dict[str, list] = {}
+    for sid, source in db.execute("SELECT id, source FROM sessions"):
+        utts = db.execute(
+            "SELECT id, start, end, text FROM utterances WHERE session_id = ? ORDER BY start",
+            (sid,),
+        ).fetchall()
+        out[Path(source).name] = [
+            (
+                s,
+                e,
+                text,
+                db.execute(
+                    "SELECT text, start, end FROM words WHERE utterance_id = ? ORDER BY idx", (uid,)
+                ).fetchall(),
+            )
+            for uid, s, e, text in utts
+        ]
+    return out
+
+
+def test_parallel_recognizers_give_exactly_what_one_gives(tmp_path, cli):
+    files = [MEETING, SHORT, *sorted((MEETING.parent.parent / "corpus").rglob("*.wav"))]
+    one = cli("ingest", "--jobs", "1", "--home", tmp_path / "one", *files)
+    two = cli("ingest", "--jobs", "2", "--home", tmp_path / "two", *files)
+    assert one.exit_code == two.exit_code == 0, (one.output, two.output)
+    assert len(transcripts(tmp_path / "one")) == len(files)
+    assert transcripts(tmp_path / "two") == transcripts(tmp_path / "one")
+
+
+def test_a_killed_lane_is_restarted_and_no_file_is_lost_or_doubled(tmp_path):
+    import os
+    import signal
+    import threading
+
+    from pipeline.config import Home
+
+    from .test_supervisor import children
+
+    files = [MEETING, MEETING_FLAC, SHORT, MEETING]
+    copies = []
+    for i, f in enumerate(files):
+        copies.append(tmp_path / f"{i}{f.suffix}")
+        shutil.copy(f, copies[-1])
+
+    def kill_a_lane() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            kids = children(os.getpid())
+            if {"pipe-capture-2", "pipe-recog-2"} <= kids.keys():
+                time.sleep(1.0)
+                os.kill(kids["pipe-capture-2"], signal.SIGKILL)
+                time.sleep(2.0)
+                os.kill(children(os.getpid())["pipe-recog-2"], signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=kill_a_lane, daemon=True).start()
+    report = ingest(copies, Home(tmp_path / "home"), jobs=2, realtime=True)
+    assert report.restarts == 2
+    archive = Archive(tmp_path / "home")
+    assert sorted(Path(s.source).name for s in archive.sessions()) == sorted(c.name for c in copies)
+    assert all(s.status == "complete" for s in archive.sessions())
+    assert len(archive.search("budget meeting starts")) == 3
+    assert len(archive.search("train to london")) == 1
