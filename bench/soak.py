@@ -216,7 +216,7 @@ def main() -> None:
         fed = sum(sf.info(str(f)).frames for f in files) / RATE
         speech = sum(len(p.clip.audio) for p in placed) / RATE
         print(f"{fed / 3600:.1f} h of audio, {len(placed)} clips ({speech / fed:.1%} speech)")
-        control = Home(folder / "control")
+        control = Home(Path(args.keep + "-control") if args.keep else folder / "control")
         t0 = time.monotonic()
         supervisor.ingest(files, control, segment_seconds=300)
         print(f"control run (no kills): {(time.monotonic() - t0) / 60:.1f} min", flush=True)
