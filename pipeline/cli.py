@@ -708,6 +708,9 @@ def service_install(
 
 def main() -> None:
     setup_cli(0)
+    # SIGINT stops a recording, even when started in the background of a script, where
+    # the shell hands it over ignored (and Python would leave it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
     finally:  # the run is over: a late Ctrl+C must not turn a clean exit into a crash
