@@ -67,14 +67,17 @@ def fetch_catalog(home: Home, url: str = DEFAULT_CATALOG_URL) -> list[Model]:
         tmp.write_bytes(raw)
         os.replace(tmp, cache)
     except (urllib.error.URLError, OSError, ValueError):
-        entries = json.loads(cache.read_text()) if cache.exists() else []
-    return [_model(e) for e in entries if isinstance(e, dict) and "name" in e]
+        return cached_catalog(home)
+    return _models(entries)
 
 
 def cached_catalog(home: Home) -> list[Model]:
     """The catalog as last fetched (no network)."""
     cache = models_dir(home) / CATALOG_CACHE
-    entries = json.loads(cache.read_text()) if cache.exists() else []
+    return _models(json.loads(cache.read_text()) if cache.exists() else [])
+
+
+def _models(entries) -> list[Model]:
     return [_model(e) for e in entries if isinstance(e, dict) and "name" in e]
 
 
@@ -96,7 +99,7 @@ def listing(home: Home, catalog: list[Model]) -> list[Model]:
     known = {m.name: m for m in catalog}
     out = [Model(POCKETSPHINX, "pocketsphinx", "en-us", 0, installed=True)]
     for name in sorted(installed):
-        base = known.get(name, Model(name, "vosk", _lang_of(home, name), 0))
+        base = known.get(name, Model(name, "vosk", _lang_of(name), 0))
         out.append(_with(base, installed=True))
     out += [m for m in catalog if m.name not in installed and not m.obsolete]
     return out
@@ -113,13 +116,8 @@ def installed_names(home: Home) -> set[str]:
     return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
-def _lang_of(home: Home, name: str) -> str:
-    """An installed model's language, from the cached catalog or its name."""
-    cache = models_dir(home) / CATALOG_CACHE
-    if cache.exists():
-        for e in json.loads(cache.read_text()):
-            if e.get("name") == name:
-                return e.get("lang", "")
+def _lang_of(name: str) -> str:
+    """An installed model's language when the catalog does not list it: from its name."""
     parts = name.removeprefix("vosk-model-").removeprefix("small-").split("-")
     return parts[0] if parts else ""
 

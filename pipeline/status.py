@@ -37,9 +37,8 @@ COVERAGE_HOURS = 24
 class RunFile:
     """Keeps ``home/status.json`` current while a run lasts (atomic rewrites)."""
 
-    def __init__(self, home: Home, sources: list[str], chunk_seconds: float) -> None:
+    def __init__(self, home: Home, sources: list[str]) -> None:
         self.path = home.root / STATUS_NAME
-        self.chunk_seconds = chunk_seconds
         self.state = {
             "pid": os.getpid(),
             "since": datetime.now(UTC).isoformat(),

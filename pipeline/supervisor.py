@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from .capture import CHUNK_SECONDS, check_free_space, run_capture
+from .capture import check_free_space, run_capture
 from .compact import FORMATS
 from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
 from .database import open_archive, open_database
@@ -175,7 +175,7 @@ def _run(sources, home, spec, report, notify, **options) -> None:
             notify(Repairing(held.stale_pid))
             for action in repair(home, spec=spec):
                 notify(action)
-        run_file = RunFile(home, [s.describe() for s in sources], CHUNK_SECONDS)
+        run_file = RunFile(home, [s.describe() for s in sources])
 
         def relay(msg: object) -> None:
             run_file.apply(msg, msg.queue_depth if isinstance(msg, Heartbeat) else None)

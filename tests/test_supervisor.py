@@ -56,6 +56,14 @@ def wait_for_children(pid: int, timeout: float = 20.0) -> dict[str, int]:
     raise AssertionError(f"children never started: {children(pid)}")
 
 
+def assert_each_sentence_once_in_place(archive: Archive) -> None:
+    """Every sentence of the meeting found exactly once (none lost, none doubled), in place."""
+    for sentence in sentences(MEETING):
+        hits = archive.search(sentence["phrase"])
+        assert len(hits) == 1, sentence["phrase"]
+        assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
+
+
 def test_children_are_three_named_processes_that_exit_with_the_run(tmp_path):
     proc = start_ingest(tmp_path)
     kids = wait_for_children(proc.pid)
@@ -106,10 +114,7 @@ def test_a_killed_recognizer_is_restarted_and_no_word_is_lost(tmp_path):
     assert proc.returncode == 0, err
     assert "restarted the recognizer" in err
     archive = Archive(tmp_path)
-    for sentence in sentences(MEETING):
-        hits = archive.search(sentence["phrase"])
-        assert len(hits) == 1, sentence["phrase"]  # found, and only once
-        assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
+    assert_each_sentence_once_in_place(archive)
 
 
 def test_a_killed_capture_is_restarted_and_carries_on_the_same_session(tmp_path):
@@ -129,10 +134,7 @@ def test_a_killed_capture_is_restarted_and_carries_on_the_same_session(tmp_path)
     assert session.status == "complete"
     assert session.seconds == sf.info(str(MEETING)).duration  # every frame, once
     assert not list((tmp_path / "recordings").glob("*/*.part"))
-    for sentence in sentences(MEETING):
-        hits = archive.search(sentence["phrase"])
-        assert len(hits) == 1, sentence["phrase"]
-        assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
+    assert_each_sentence_once_in_place(archive)
 
 
 def test_a_killed_indexer_is_restarted_and_no_word_is_lost(tmp_path):
@@ -208,7 +210,4 @@ def test_a_slow_recognizer_never_holds_capture_back_and_catches_up_from_disk(tmp
     [session] = report.indexed
     assert session.seconds == sf.info(str(MEETING)).duration  # capture missed no frame
     archive = Archive(tmp_path)
-    for sentence in sentences(MEETING):
-        hits = archive.search(sentence["phrase"])
-        assert len(hits) == 1, sentence["phrase"]
-        assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
+    assert_each_sentence_once_in_place(archive)
