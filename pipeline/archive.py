@@ -60,18 +60,20 @@ class Archive:
         self.engine = open_database(self.home, readonly=True)
         migrate(self.engine)
 
-    def search(self, query: str, *, limit: int = 20) -> list[Hit]:
-        return search(self.engine, query, limit=limit)
+    def search(self, query: str, *, limit: int = 20, model: str | None = None) -> list[Hit]:
+        return search(self.engine, query, limit=limit, model=model)
 
     def sessions(self) -> list[SessionInfo]:
         utt_counts = (
             select(schema.Utterance.session_id, func.count().label("n"))
+            .where(schema.in_current_transcript())
             .group_by(schema.Utterance.session_id)
             .subquery()
         )
         word_counts = (
             select(schema.Utterance.session_id, func.count(schema.Word.id).label("n"))
             .join(schema.Word)
+            .where(schema.in_current_transcript())
             .group_by(schema.Utterance.session_id)
             .subquery()
         )

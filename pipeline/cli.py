@@ -34,12 +34,15 @@ from .errors import (
     PartialFailure,
     PipelineError,
 )
-from .ingestview import IngestProgress
+from .ingestview import IngestProgress, ReindexProgress
 from .liveview import LiveState
 from .lock import hold
 from .logs import setup_cli
 from .messages import SegmentCompacted, SessionIndexed, SourceFailed
 from .recognize import EngineSpec
+from .reindex import Plan
+from .reindex import plan as plan_reindex
+from .reindex import reindex as run_reindex
 from .repair import Action
 from .repair import repair as run_repair
 from .replay import DEFAULT_PADDING_SECONDS
@@ -94,6 +97,10 @@ ModelOption = Annotated[
 LangOption = Annotated[
     str | None,
     typer.Option(help="Use the best installed model for this language, e.g. en, de, ko."),
+]
+JobsOption = Annotated[
+    int | None,
+    typer.Option(help="Recognizers in parallel (default: the number of cores)."),
 ]
 SegmentOption = Annotated[
     float | None,
@@ -181,16 +188,11 @@ def ingest(
     segment_seconds: SegmentOption = None,
     realtime: Annotated[bool, typer.Option(help="Pace the files at 1x, like live audio.")] = False,
     max_disk: MaxDiskOption = None,
-    jobs: Annotated[
-        int | None,
-        typer.Option(help="Files recognized in parallel (default: the number of cores)."),
-    ] = None,
+    jobs: JobsOption = None,
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
     h = _home(home)
     spec = _engine(model, h, lang)
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1 (got {jobs})")
     progress = IngestProgress(files, err)
 
     def show(event) -> None:
@@ -214,7 +216,7 @@ def ingest(
             max_disk=_budget(max_disk),
             **_compaction(),
             on_event=show,
-            jobs=jobs or os.cpu_count() or 1,
+            jobs=_jobs(jobs),
         )
     if report.interrupted:
         raise Interrupted("stopped early; what was captured before the interrupt is indexed")
@@ -225,6 +227,104 @@ def ingest(
             f"{len(report.failed)} of {len(files)} files could not be ingested (see above); "
             "the others are indexed"
         )
+
+
+@app.command()
+def reindex(
+    home: HomeOption = None,
+    model: ModelOption = None,
+    lang: LangOption = None,
+    session: Annotated[
+        str | None, typer.Option(help="Only this session (its id or key; see `sessions`).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only sessions started since then: 2026-11-01, 2026-11-01T09:00, 7d."),
+    ] = None,
+    jobs: JobsOption = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be done, do nothing.")] = False,
+) -> None:
+    """Recognize stored recordings again with another model; earlier transcripts are kept."""
+    h = _home(home)
+    if model is None and lang is None:
+        raise ConfigError("say which model to reindex with: --model NAME or --lang xx")
+    spec = _engine(model, h, lang)
+    after = _since(since) if since else None
+    if dry_run:
+        _show_plan(plan_reindex(h, spec.label, session=session, since=after))
+        return
+    shown: list[ReindexProgress] = []
+
+    def show(event) -> None:
+        _show_repair(event)
+        if isinstance(event, Plan):
+            _show_plan(event)
+            shown.append(ReindexProgress(event, err))
+            shown[0].bar.start()
+        elif shown:
+            shown[0].apply(event)
+
+    try:
+        work = run_reindex(
+            h,
+            spec,
+            session=session,
+            since=after,
+            jobs=_jobs(jobs),
+            on_event=show,
+            repair_spec=_engine(None, h),
+        )
+    finally:
+        if shown:
+            shown[0].bar.stop()
+    if work.jobs:
+        out.print(
+            f"reindexed {_count(len(work.jobs), 'session')} ({_duration(work.seconds)}) with "
+            f"[bold]{spec.label}[/]; search shows these words now "
+            "(`search --model` asks for an older transcript)"
+        )
+
+
+def _show_plan(work: Plan) -> None:
+    for s in work.skipped:
+        err.print(f"skipping session {s.session_id}: {s.reason}", markup=False)
+    if work.deleted_seconds:
+        err.print(
+            f"note: {_duration(work.deleted_seconds)} of audio in these sessions was deleted "
+            "by the disk budget; its old words are kept in the new transcripts"
+        )
+    if not work.jobs:
+        err.print(f"nothing to reindex with {work.engine}")
+    else:
+        err.print(
+            f"{_count(len(work.jobs), 'session')}, {_duration(work.seconds)} of audio to recognize "
+            f"with {work.engine}"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _since(text: str) -> datetime:
+    """A local date or time (ISO), or a duration back from now (7d, 12h)."""
+    try:
+        return datetime.now().astimezone() - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).astimezone()
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r}: give a date (2026-11-01), a time (2026-11-01T09:00) "
+            "or a duration back from now (7d)"
+        ) from None
+
+
+def _jobs(option: int | None) -> int:
+    if option is not None and option < 1:
+        raise ConfigError(f"--jobs must be at least 1 (got {option})")
+    return option or os.cpu_count() or 1
 
 
 @app.command()
@@ -402,9 +502,16 @@ def search(
     home: HomeOption = None,
     limit: Annotated[int, typer.Option(help="Most hits to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Search the transcripts made by this model (see `pipeline reindex`); "
+            "default: each session's newest."
+        ),
+    ] = None,
 ) -> None:
     """Find where a phrase was said, newest first."""
-    hits = Archive(_home(home)).search(phrase, limit=limit)
+    hits = Archive(_home(home)).search(phrase, limit=limit, model=model)
     if as_json:
         out.print_json(json.dumps({"query": phrase, "hits": [_hit_json(h) for h in hits]}))
         return
@@ -514,6 +621,7 @@ def _hit_json(h: Hit) -> dict:
         "segment_offset": None if h.segment_offset is None else round(h.segment_offset, 3),
         "text": h.text,
         "match": " ".join(h.words[h.match[0] : h.match[1]]),
+        "engine": h.engine,
     }
 
 
@@ -667,8 +775,7 @@ def models_download(name: str, home: HomeOption = None) -> None:
 def models_use(name: str, home: HomeOption = None) -> None:
     """Make a model the default (the config file's `model`)."""
     h = _home(home)
-    if name != models.POCKETSPHINX:
-        EngineSpec.from_options(models.resolve(h, name))  # installed and a real model
+    EngineSpec.from_options(models.resolve(h, name))  # installed and a real model
     st = _settings()
     set_value(st.path, "model", "" if name == models.POCKETSPHINX else name)
     out.print(f"{name} is now the model for record and ingest (set in {st.path})")

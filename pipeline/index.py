@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import selectinload
 
 from . import schema
 from .config import Home
@@ -34,9 +35,11 @@ from .messages import (
     SessionStarted,
     SourceFailed,
     Stop,
+    TranscriptDone,
     Utterance,
 )
 from .process import become_child, nonblocking
+from .recognize import engine_version
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,8 @@ class Indexer:
         self._ids: dict[str, int] = {}  # session key → row id
         self._started: dict[str, datetime] = {}  # session key → UTC wall-clock of frame 0
         self._rate: dict[str, int] = {}
-        self._committed: dict[str, float] = {}  # session key → end of its last utterance
+        # (session key, reindexing engine or None) → (transcript id, end of its last utterance)
+        self._transcripts: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
 
@@ -68,12 +72,6 @@ class Indexer:
         if row is None:
             return None
         self.adopt(row)
-        self._committed[key] = (
-            db.scalar(
-                select(func.max(schema.Utterance.end)).where(schema.Utterance.session_id == row.id)
-            )
-            or 0.0
-        )
         return row.id
 
     def adopt(self, session: schema.Session) -> None:
@@ -144,16 +142,21 @@ class Indexer:
                 )
             )
         elif isinstance(msg, Utterance):
-            if msg.start < self._committed.get(msg.session, -1.0) - UTTERANCE_OVERLAP_SECONDS:
+            key = (msg.session, msg.engine if msg.reindex else None)
+            transcript, committed = self._transcript(db, session_id, key, msg.engine)
+            if msg.start < committed - UTTERANCE_OVERLAP_SECONDS:
                 log.info(
                     "%s: skipping an utterance at %.2f s, already indexed (a restart)",
                     msg.session,
                     msg.start,
                 )
                 return
-            self._add_utterance(db, session_id, self._started[msg.session], msg)
-            self._committed[msg.session] = max(self._committed.get(msg.session, 0.0), msg.end)
+            self._add_utterance(db, session_id, transcript, msg)
+            self._transcripts[key] = (transcript, max(committed, msg.end))
             after.append(Indexed(msg.session, msg.text, msg.start, len(msg.words)))
+        elif isinstance(msg, TranscriptDone):
+            self._transcript_done(db, session_id, msg)
+            after.append(msg)
         elif isinstance(msg, SessionEvent):
             db.add(
                 schema.SessionEvent(
@@ -172,6 +175,8 @@ class Indexer:
             row.frames = msg.frames
             if row.status == "recording":
                 row.status = "complete"
+            if row.transcript_id is not None:
+                db.get(schema.Transcript, row.transcript_id).finished_at = datetime.now(UTC)
             utts, words = self._counts.pop(msg.session, [0, 0])
             after.append(
                 SessionIndexed(
@@ -208,11 +213,83 @@ class Indexer:
             SessionEvent(msg.session, segment.offset, "audio_deleted", detail, segment.frames)
         )
 
+    def _transcript(
+        self, db: DbSession, session_id: int, key: tuple[str, str | None], engine: str
+    ) -> tuple[int, float]:
+        """The transcript an utterance goes to, and where its words end so far.
+
+        Recognition as a session is recorded writes the session's own transcript
+        (made with its first utterance); a reindex writes the unfinished
+        transcript of its engine, made when its first words arrive, or
+        carried on after a crash.
+        """
+        if key in self._transcripts:
+            return self._transcripts[key]
+        session = db.get(schema.Session, session_id)
+        if key[1] is None:
+            transcript_id = session.transcript_id
+        else:
+            transcript_id = db.scalar(
+                select(schema.Transcript.id)
+                .where(
+                    schema.Transcript.session_id == session_id,
+                    schema.Transcript.engine == key[1],
+                    schema.Transcript.finished_at.is_(None),
+                )
+                .order_by(schema.Transcript.id.desc())
+                .limit(1)
+            )
+        if transcript_id is None:
+            return self._new_transcript(db, session, key, engine)
+        end = db.scalar(
+            select(func.max(schema.Utterance.end)).where(
+                schema.Utterance.transcript_id == transcript_id
+            )
+        )
+        self._transcripts[key] = (transcript_id, end or 0.0)
+        return self._transcripts[key]
+
+    def _new_transcript(
+        self, db: DbSession, session: schema.Session, key: tuple[str, str | None], engine: str
+    ) -> tuple[int, float]:
+        row = schema.Transcript(
+            session_id=session.id,
+            engine=engine,
+            version=engine_version(engine),
+            created_at=datetime.now(UTC),
+        )
+        db.add(row)
+        db.flush()
+        if key[1] is None:
+            session.transcript_id = row.id
+        self._transcripts[key] = (row.id, 0.0)
+        return self._transcripts[key]
+
+    def _transcript_done(self, db: DbSession, session_id: int, msg: TranscriptDone) -> None:
+        """The reindexed transcript becomes the default; words it could not hear stay."""
+        key = (msg.session, msg.engine)
+        transcript_id, _ = self._transcript(db, session_id, key, msg.engine)
+        session = db.get(schema.Session, session_id)
+        old = session.transcript_id
+        if old is not None and old != transcript_id:
+            for utt in db.scalars(
+                select(schema.Utterance)
+                .where(schema.Utterance.transcript_id == old)
+                .options(selectinload(schema.Utterance.words))
+            ):
+                if not _heard(utt, msg.runs, msg.rate):
+                    db.add(_copy(utt, transcript_id))
+        db.get(schema.Transcript, transcript_id).finished_at = datetime.now(UTC)
+        session.transcript_id = transcript_id
+        self._transcripts.pop(key, None)
+
     def _add_utterance(
-        self, db: DbSession, session_id: int, started_at: datetime, msg: Utterance
+        self, db: DbSession, session_id: int, transcript_id: int, msg: Utterance
     ) -> None:
+        started_at = self._started[msg.session]
         utt = schema.Utterance(
             session_id=session_id,
+            transcript_id=transcript_id,
             start=msg.start,
             end=msg.end,
             at=started_at + timedelta(seconds=msg.start),
@@ -227,6 +304,30 @@ class Indexer:
         counts = self._counts[msg.session]
         counts[0] += 1
         counts[1] += len(msg.words)
+
+
+def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) -> bool:
+    """Whether an utterance lies (mostly) in audio that a reindex recognized again."""
+    middle = round((utt.start + utt.end) / 2 * rate)
+    return any(start <= middle < end for start, end in runs)
+
+
+def _copy(utt: schema.Utterance, transcript_id: int) -> schema.Utterance:
+    """An utterance carried into a newer transcript; it keeps the engine that heard it."""
+    copy = schema.Utterance(
+        session_id=utt.session_id,
+        transcript_id=transcript_id,
+        start=utt.start,
+        end=utt.end,
+        at=utt.at,
+        text=utt.text,
+        engine=utt.engine,
+    )
+    copy.words = [
+        schema.Word(idx=w.idx, text=w.text, start=w.start, end=w.end, confidence=w.confidence)
+        for w in utt.words
+    ]
+    return copy
 
 
 def run_indexer(home_root: str, index_q, report_q, producers: tuple[str, ...], log_q=None) -> None:

@@ -1,4 +1,4 @@
-"""The progress of `pipeline ingest`: files and hours done, and the real-time factor."""
+"""The progress bars of `pipeline ingest` and `pipeline reindex`: items and hours done, speed."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import soundfile as sf
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .messages import Progress as Recognized
-from .messages import SessionIndexed, SessionStarted
+from .messages import SessionIndexed, SessionStarted, TranscriptDone
 
 
-class IngestProgress:
-    """Feeds a rich progress bar from the run's events (the recognizers' progress)."""
+class WorkProgress:
+    """A rich progress bar over hours of audio, fed by the recognizers' progress."""
 
-    def __init__(self, files, console) -> None:
-        self.total = sum(_seconds(f) for f in files)
-        self.files = len(files)
-        self.done_files = 0
-        self.at: dict[str, float] = {}  # session → seconds recognized
+    def __init__(self, total_seconds: float, items: int, noun: str, verb: str, console) -> None:
+        self.total = total_seconds
+        self.items = items
+        self.noun = noun
+        self.done_items = 0
+        self.at: dict[str, float] = {}  # session → seconds recognized in it so far
         self.finished = 0.0
         self.t0 = time.monotonic()
         self.bar = Progress(
@@ -30,24 +31,59 @@ class IngestProgress:
             transient=True,
             disable=not console.is_terminal,
         )
-        self.task = self.bar.add_task("ingesting", total=self.total or None, stats="")
+        self.task = self.bar.add_task(verb, total=self.total or None, stats="")
 
-    def apply(self, event: object) -> None:
-        if isinstance(event, Recognized):
-            self.at[event.session] = event.seconds
-        elif isinstance(event, SessionIndexed):
-            self.at.pop(event.session, None)
-            self.finished += event.seconds
-            self.done_files += 1
-        elif not isinstance(event, SessionStarted):
-            return
+    def advance(self, session: str, seconds: float) -> None:
+        self.at[session] = seconds
+        self.show()
+
+    def finish(self, session: str, seconds: float) -> None:
+        self.at.pop(session, None)
+        self.finished += seconds
+        self.done_items += 1
+        self.show()
+
+    def show(self) -> None:
         done = self.finished + sum(self.at.values())
         speed = done / max(1e-6, time.monotonic() - self.t0)
         stats = (
-            f"files {self.done_files}/{self.files}  {done / 3600:.2f}/{self.total / 3600:.2f} h  "
-            f"{speed:.1f}x real time"
+            f"{self.noun} {self.done_items}/{self.items}  "
+            f"{done / 3600:.2f}/{self.total / 3600:.2f} h  {speed:.1f}x real time"
         )
         self.bar.update(self.task, completed=done, stats=stats)
+
+
+class IngestProgress(WorkProgress):
+    """`pipeline ingest`: files."""
+
+    def __init__(self, files, console) -> None:
+        super().__init__(sum(_seconds(f) for f in files), len(files), "files", "ingesting", console)
+
+    def apply(self, event: object) -> None:
+        if isinstance(event, Recognized):
+            self.advance(event.session, event.seconds)
+        elif isinstance(event, SessionIndexed):
+            self.finish(event.session, event.seconds)
+        elif isinstance(event, SessionStarted):
+            self.show()
+
+
+class ReindexProgress(WorkProgress):
+    """`pipeline reindex`: sessions of a plan (see :mod:`pipeline.reindex`)."""
+
+    def __init__(self, work, console) -> None:
+        from .reindex import job_seconds
+
+        super().__init__(work.seconds, len(work.jobs), "sessions", "reindexing", console)
+        self.sizes = {job.session: job_seconds(job) for job in work.jobs}
+        self.begins = {job.session: max(job.start, job.runs[0][0]) / job.rate for job in work.jobs}
+
+    def apply(self, event: object) -> None:
+        if isinstance(event, Recognized) and event.session in self.sizes:
+            done = event.seconds - self.begins[event.session]
+            self.advance(event.session, min(self.sizes[event.session], max(0.0, done)))
+        elif isinstance(event, TranscriptDone) and event.session in self.sizes:
+            self.finish(event.session, self.sizes[event.session])
 
 
 def _seconds(path) -> float:

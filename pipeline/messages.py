@@ -123,10 +123,47 @@ class Utterance:
     end: float
     words: tuple[Word, ...]
     engine: str
+    # False: the session's own transcript, as it is recorded or ingested;
+    # True: a new transcript by ``engine``, made by `pipeline reindex`
+    reindex: bool = False
 
     @property
     def text(self) -> str:
         return " ".join(w.text for w in self.words)
+
+
+@dataclass(frozen=True)
+class Retranscribe:
+    """Work for a recognizer: recognize a stored session again, from its files.
+
+    ``runs`` are the stretches [start, end) of session frames whose audio is
+    still on disk (the disk budget may have deleted some), and ``anchors`` the
+    first segment file of each; ``start`` is where an interrupted reindex of
+    the same model stopped.
+    """
+
+    session: str
+    rate: int
+    channels: int
+    frames: int
+    runs: tuple[tuple[int, int], ...]
+    anchors: tuple[str, ...]
+    start: int = 0
+
+
+@dataclass(frozen=True)
+class TranscriptDone:
+    """A reindex of a session is complete: its new transcript becomes the default.
+
+    ``runs`` are the stretches it heard; the old transcript's words outside
+    them (audio deleted before the reindex) are carried over.
+    """
+
+    session: str
+    engine: str
+    frames: int
+    rate: int
+    runs: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)

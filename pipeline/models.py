@@ -150,10 +150,11 @@ def matches_language(model_lang: str, wanted: str) -> bool:
     return model_lang == wanted or model_lang.split("-")[0] == wanted
 
 
-def resolve(home: Home, model: str) -> Path:
-    """A model given by name (installed in the home) or by folder path."""
-    if model == POCKETSPHINX:
-        raise ConfigError("the bundled PocketSphinx model is the default: give no --model")
+def resolve(home: Home, model: str) -> Path | None:
+    """A model given by name (installed in the home) or by folder path; None: the bundled
+    PocketSphinx model (also called "pocketsphinx")."""
+    if model in (POCKETSPHINX, "pocketsphinx"):
+        return None
     named = models_dir(home) / model
     if named.is_dir():
         return named

@@ -34,3 +34,18 @@ def nonblocking(q) -> Callable[[object], None]:
             q.put_nowait(message)
 
     return put
+
+
+def start_children(procs) -> None:
+    """Start children with SIGINT ignored from their first instruction.
+
+    A terminal's Ctrl+C reaches the whole process group; a child still
+    importing would die of it. An ignored signal stays ignored across exec,
+    so children are born deaf to it, and only the supervisor decides.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -12,6 +12,7 @@ exact however long a session runs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -32,9 +33,11 @@ from .messages import (
     ChildFailed,
     Partial,
     Progress,
+    Retranscribe,
     SessionEnded,
     SessionStarted,
     Stop,
+    TranscriptDone,
     Utterance,
     Word,
 )
@@ -46,6 +49,7 @@ QUEUE_POLL_SECONDS = 0.5
 MAX_UTTERANCE_SECONDS = 30.0  # force a cut in endless speech (music, TV) to keep latency low
 PARTIAL_EVERY_SECONDS = 0.5  # how often the live view gets a new guess
 PROGRESS_SECONDS = 1.0  # how often the recognizer says how far it has got
+RETRANSCRIBE_STEP_SECONDS = 30  # a reindex reports its progress this often (audio time)
 GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
 ENDPOINTER_WINDOW = 0.3
 ENDPOINTER_RATIO = 0.9
@@ -188,6 +192,17 @@ def _vosk_model_rate(path: Path) -> int:
     return 16000
 
 
+def engine_version(label: str) -> str:
+    """The version of the package behind an engine label ("vosk 0.3.45"), for transcripts."""
+    from importlib import metadata
+
+    package = label.split(":", 1)[0]
+    try:
+        return f"{package} {metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 @dataclass(frozen=True)
 class EngineSpec:
     """Which engine to build; picklable so the recognizer process can build it."""
@@ -254,9 +269,11 @@ class Transcriber:
         on_partial: Callable[[str], None] | None = None,
         start: int = 0,
         disk: SessionOnDisk | None = None,
+        anchor: tuple[str, int] = ("", 0),
     ) -> None:
         """``start``: the session frame this stream begins at (repair resumes mid-session);
-        ``disk``: where to read audio this transcriber did not receive (else silence)."""
+        ``disk``: where to read audio this transcriber did not receive (else silence);
+        ``anchor``: a segment file of the session and its offset, to place the files."""
         from pocketsphinx import Endpointer
 
         self.engine = engine
@@ -265,7 +282,7 @@ class Transcriber:
         self.channels = channels
         self._next_offset = start  # next expected source frame
         self._disk = disk
-        self._anchor: tuple[str, int] = ("", 0)  # a segment file and its session offset
+        self._anchor = anchor  # a segment file and its session offset
         self._base = round(start * engine.rate / rate)  # engine samples before this stream
         self._resampler = (
             soxr.ResampleStream(rate, engine.rate, 1, dtype="int16")
@@ -300,6 +317,10 @@ class Transcriber:
             frames = frames[self._next_offset - audio.offset :]
         self._next_offset += len(frames)
         return out + self._feed_mono(_downmix(frames))
+
+    def read_back(self, offset: int) -> list[Utterance]:
+        """Recognize the session up to ``offset`` from its files (a reindex)."""
+        return self._catch_up(offset)
 
     def _catch_up(self, offset: int) -> list[Utterance]:
         """Audio up to ``offset`` that never arrived: read from disk, or silence."""
@@ -469,6 +490,8 @@ class _RecognizerLoop:
             if self.status is not None and time.monotonic() - self._told >= PROGRESS_SECONDS:
                 self._told = time.monotonic()
                 self.status(Progress(msg.session, t.position))
+        elif isinstance(msg, Retranscribe):
+            self._retranscribe(msg)
         elif isinstance(msg, SessionEnded):
             t = self.transcribers.pop(msg.session, None)
             if t is None and self.home is not None:  # restarted after its last audio
@@ -478,6 +501,36 @@ class _RecognizerLoop:
                 self._send(t.finish(msg.frames))
             self.index_q.put(msg)  # after its last utterance: the session is complete
         return True
+
+    def _retranscribe(self, job: Retranscribe) -> None:
+        """Recognize a stored session again, run by run of audio still on disk.
+
+        Its words go to a new transcript (``reindex``); progress is reported as
+        it goes, and the end of the job makes the new transcript the default.
+        """
+        disk = SessionOnDisk(self.home / "recordings", job.session, job.rate)
+        step = RETRANSCRIBE_STEP_SECONDS * job.rate
+        for (first, end), anchor in zip(job.runs, job.anchors, strict=True):
+            start = max(first, job.start)
+            if start >= end:
+                continue
+            t = Transcriber(
+                self.engine,
+                job.session,
+                job.rate,
+                job.channels,
+                start=start,
+                disk=disk,
+                anchor=(anchor, first),
+            )
+            for position in range(start + step, end + step, step):
+                self._send(t.read_back(min(position, end)), reindex=True)
+                if self.status is not None:
+                    self.status(Progress(job.session, min(position, end) / job.rate))
+            self._send(t.finish(), reindex=True)
+        self.index_q.put(
+            TranscriptDone(job.session, self.engine.name, job.frames, job.rate, job.runs)
+        )
 
     def _for(self, session: str, rate: int, channels: int | None) -> Transcriber:
         """The session's transcriber; one this process never saw start resumes where
@@ -499,9 +552,9 @@ class _RecognizerLoop:
             self.engine, session, rate, channels, on_partial=on_partial, start=start, disk=disk
         )
 
-    def _send(self, utterances: list[Utterance]) -> None:
+    def _send(self, utterances: list[Utterance], *, reindex: bool = False) -> None:
         for u in utterances:
-            self.index_q.put(u)
+            self.index_q.put(dataclasses.replace(u, reindex=True) if reindex else u)
 
 
 def committed_frames(home: Path, session: str, rate: int) -> int:
@@ -519,7 +572,7 @@ def committed_frames(home: Path, session: str, rate: int) -> int:
             end = db.scalar(
                 select(func.max(schema.Utterance.end))
                 .join(schema.Utterance.session)
-                .where(schema.Session.key == session)
+                .where(schema.Session.key == session, schema.in_current_transcript())
             )
     finally:
         engine.dispose()

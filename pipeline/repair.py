@@ -239,7 +239,9 @@ def _unfinished(db: DbSession) -> list[tuple[schema.Session, int, int]]:
     for s in db.scalars(select(schema.Session).where(schema.Session.status == "recording")):
         indexed_to = (
             db.scalar(
-                select(func.max(schema.Utterance.end)).where(schema.Utterance.session_id == s.id)
+                select(func.max(schema.Utterance.end)).where(
+                    schema.Utterance.session_id == s.id, schema.in_current_transcript()
+                )
             )
             or 0.0
         )

@@ -11,8 +11,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, relationship
 
 
 class UTCDateTime(TypeDecorator):
@@ -52,6 +62,8 @@ class Session(Base):
     channels: Mapped[int] = mapped_column(Integer)
     frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="recording")
+    # the transcript search shows by default: the first one, until a reindex finishes
+    transcript_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="session", order_by="Segment.offset"
@@ -89,6 +101,20 @@ class Segment(Base):
         return (self.offset + self.frames) / self.rate
 
 
+class Transcript(Base):
+    """A session recognized by one engine and model; a reindex adds another, and both stay."""
+
+    __tablename__ = "transcripts"
+    __table_args__ = (Index("ix_transcripts_session_engine", "session_id", "engine"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    engine: Mapped[str] = mapped_column(String(128))  # "vosk:vosk-model-small-en-us-0.15"
+    version: Mapped[str] = mapped_column(String(64), default="")  # the engine's package
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Utterance(Base):
     """Speech between two pauses; its text is what the FTS5 index searches."""
 
@@ -96,6 +122,7 @@ class Utterance(Base):
     __table_args__ = (
         Index("ix_utterances_at", "at"),
         Index("ix_utterances_session_start", "session_id", "start"),
+        Index("ix_utterances_transcript", "transcript_id", "start"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -105,9 +132,19 @@ class Utterance(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     text: Mapped[str] = mapped_column(Text)
     engine: Mapped[str] = mapped_column(String(128))
+    # no database constraint (see migration 0004); deleted with the session
+    transcript_id: Mapped[int | None] = mapped_column(ForeignKey("transcripts.id"), nullable=True)
 
     words: Mapped[list[Word]] = relationship(back_populates="utterance", order_by="Word.idx")
     session: Mapped[Session] = relationship()
+
+
+def in_current_transcript():
+    """Where-clause: the utterance belongs to its session's default transcript."""
+    owner = aliased(Session)  # never correlated with a Session the outer query joins
+    return Utterance.transcript_id == (
+        select(owner.transcript_id).where(owner.id == Utterance.session_id).scalar_subquery()
+    )
 
 
 class Word(Base):

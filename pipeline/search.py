@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
@@ -30,7 +30,8 @@ def tokens(text_: str) -> list[str]:
     """Case- and accent-folded word tokens, as FTS5's unicode61 tokenizer sees them."""
     folded = unicodedata.normalize("NFKD", text_.casefold())
     stripped = "".join(ch for ch in folded if not unicodedata.combining(ch))
-    return _TOKEN.findall(stripped)
+    # composed again: NFKD splits Hangul syllables into jamo, which FTS5 keeps whole
+    return _TOKEN.findall(unicodedata.normalize("NFC", stripped))
 
 
 def phrase_query(query: str) -> str:
@@ -62,24 +63,47 @@ class Hit:
     at: datetime  # UTC wall-clock time where the phrase starts
     segment: str | None  # the segment file holding the phrase start (relative path)
     segment_offset: float | None  # seconds into that segment
+    engine: str  # the engine and model that heard it
 
     @property
     def text(self) -> str:
         return " ".join(self.words)
 
 
-def search(engine: Engine, query: str, *, limit: int = 20) -> list[Hit]:
-    """Utterances containing the phrase, newest first."""
+def search(engine: Engine, query: str, *, limit: int = 20, model: str | None = None) -> list[Hit]:
+    """Utterances containing the phrase, newest first.
+
+    Each session is searched in its default transcript (the newest complete
+    one); ``model`` searches each session's newest transcript by that model
+    instead (a name from `pipeline models list`, an engine label such as
+    ``vosk:vosk-model-small-en-us-0.15``, or an engine such as ``vosk``).
+    """
     if limit < 1:
         raise QueryError("--limit must be at least 1")
     match = phrase_query(query)
     wanted = tokens(query)
-    sql = text(
-        "SELECT u.id FROM utterances_fts JOIN utterances AS u ON u.id = utterances_fts.rowid "
-        "WHERE utterances_fts MATCH :match ORDER BY u.at DESC, u.id DESC LIMIT :limit"
-    )
     with db_errors(engine), DbSession(engine) as db:
-        ids = list(db.scalars(sql, {"match": match, "limit": limit}))
+        if model is None:
+            which = (
+                "u.transcript_id = "
+                "(SELECT s.transcript_id FROM sessions AS s WHERE s.id = u.session_id)"
+            )
+            params: dict = {}
+        else:
+            labels = transcript_engines(db, model)
+            which = (
+                "u.transcript_id IN (SELECT max(t.id) FROM transcripts AS t "
+                "WHERE t.engine IN :labels GROUP BY t.session_id)"
+            )
+            params = {"labels": labels}
+        sql = text(
+            "SELECT u.id FROM utterances_fts JOIN utterances AS u ON u.id = utterances_fts.rowid "
+            f"WHERE utterances_fts MATCH :match AND {which} "
+            "ORDER BY u.at DESC, u.id DESC LIMIT :limit"
+        )
+        if model is not None:
+            sql = sql.bindparams(bindparam("labels", expanding=True))
+        ids = list(db.scalars(sql, {"match": match, "limit": limit, **params}))
         rows = db.scalars(
             select(schema.Utterance)
             .where(schema.Utterance.id.in_(ids))
@@ -90,6 +114,22 @@ def search(engine: Engine, query: str, *, limit: int = 20) -> list[Hit]:
         ).all()
         by_id = {u.id: u for u in rows}
         return [_hit(by_id[i], wanted) for i in ids if i in by_id]
+
+
+def transcript_engines(db: DbSession, model: str) -> list[str]:
+    """The engine labels of the archive's transcripts that ``model`` names; QueryError if none."""
+    known = list(db.scalars(select(schema.Transcript.engine).distinct()))
+    labels = [e for e in known if model in _names(e)]
+    if not labels:
+        have = ", ".join(sorted(known)) or "none yet"
+        raise QueryError(f"no transcripts by model {model!r} in the archive (it has: {have})")
+    return labels
+
+
+def _names(label: str) -> set[str]:
+    """What a user may call an engine label: "vosk:x" is also "x" and "vosk"."""
+    kind, _, name = label.partition(":")
+    return {label, kind, name, label.replace(":", "-")}
 
 
 def _hit(utt: schema.Utterance, wanted: list[str]) -> Hit:
@@ -113,6 +153,7 @@ def _hit(utt: schema.Utterance, wanted: list[str]) -> Hit:
         at=session.started_at + timedelta(seconds=start),
         segment=segment,
         segment_offset=seg_offset,
+        engine=utt.engine,
     )
 
 

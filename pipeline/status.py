@@ -184,7 +184,11 @@ def _running(home: Home) -> dict | None:
 def _totals(db: DbSession, now: datetime) -> dict:
     midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
     seconds = func.coalesce(func.sum(schema.Segment.frames * 1.0 / schema.Segment.rate), 0.0)
-    words = select(func.count(schema.Word.id)).join(schema.Utterance)
+    words = (
+        select(func.count(schema.Word.id))
+        .join(schema.Utterance)
+        .where(schema.in_current_transcript())
+    )
     return {
         "sessions": db.scalar(select(func.count(schema.Session.id))),
         "seconds": db.scalar(select(seconds)),

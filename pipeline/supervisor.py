@@ -37,6 +37,7 @@ from .index import Indexer, run_indexer
 from .lock import hold
 from .logs import collected
 from .messages import Capturing, ChildFailed, SessionIndexed, SourceFailed, Stop
+from .process import start_children
 from .recognize import EngineSpec, run_recognizer
 from .repair import repair
 from .retention import enforce
@@ -351,7 +352,7 @@ class Children:
 
     def start(self) -> None:
         self.procs = {name: make() for name, make in self.makers.items()}
-        _start(self.procs.values())
+        start_children(self.procs.values())
         log.info("started %s", ", ".join(f"{p.name} (pid {p.pid})" for p in self.procs.values()))
 
     def check(self) -> None:
@@ -395,10 +396,10 @@ class Children:
             self._restart_indexer()
         elif name.startswith("capture"):
             self.procs[name] = self.makers[name](self.capturing.get(name))
-            _start([self.procs[name]])
+            start_children([self.procs[name]])
         else:
             self.procs[name] = self.makers[name]()
-            _start([self.procs[name]])
+            start_children([self.procs[name]])
         self.notify(Restarted(name, exit_code, self.restarts))
 
     def _restart_indexer(self) -> None:
@@ -423,7 +424,9 @@ class Children:
             self.procs[lane.recognizer] = self.makers[lane.recognizer]()
             if lane.capture in done:
                 lane.audio_q.put(Stop(lane.capture))
-        _start([self.procs["indexer"], *(self.procs[lane.recognizer] for lane in self.lanes)])
+        start_children(
+            [self.procs["indexer"], *(self.procs[lane.recognizer] for lane in self.lanes)]
+        )
 
 
 def _unstick(q, side: str) -> None:
@@ -474,21 +477,6 @@ def _supervise(children, stop, index_q, report_q, report, notify) -> None:
         _restore_sigterm(previous)
     _shut_down(children.procs.values())
     _check_alive(children.procs)  # a child that failed after sending its STOP still counts
-
-
-def _start(procs) -> None:
-    """Start children with SIGINT ignored from their first instruction.
-
-    A terminal's Ctrl+C reaches the whole process group; a child still
-    importing would die of it. An ignored signal stays ignored across exec,
-    so children are born deaf to it, and only the supervisor decides.
-    """
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for p in procs:
-            p.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _sigterm_as_interrupt():

@@ -28,6 +28,14 @@ def sentences(wav: Path) -> list[dict]:
     return json.loads(wav.with_suffix(".json").read_text())["sentences"]
 
 
+def assert_each_sentence_once_in_place(archive, model: str | None = None) -> None:
+    """Every sentence of the meeting found exactly once (none lost, none doubled), in place."""
+    for sentence in sentences(MEETING):
+        hits = archive.search(sentence["phrase"], model=model)
+        assert len(hits) == 1, sentence["phrase"]
+        assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
     """A fresh, empty data home."""

@@ -17,7 +17,15 @@ from pipeline.database import _alembic_config, current_revision, migrate, open_a
 from pipeline.errors import IndexerError
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"sessions", "segments", "utterances", "words", "utterances_fts", "alembic_version"}
+TABLES = {
+    "sessions",
+    "segments",
+    "transcripts",
+    "utterances",
+    "words",
+    "utterances_fts",
+    "alembic_version",
+}
 
 
 def tables(path: Path) -> set[str]:
@@ -44,7 +52,7 @@ def test_migrating_twice_changes_nothing(db, home):
     migrate(db)
     open_archive(home)
     after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
-    assert before == after and current_revision(db) == "0003"
+    assert before == after and current_revision(db) == "0004"
 
 
 def test_downgrade_to_empty_and_back(db, home):
@@ -55,6 +63,36 @@ def test_downgrade_to_empty_and_back(db, home):
     assert tables(home.db_path) == {"alembic_version"}
     migrate(db)
     assert tables(home.db_path) >= TABLES
+
+
+def test_words_from_before_transcripts_become_each_sessions_first_transcript(home):
+    """An archive written before migration 0004 keeps every word, searchable as before."""
+    engine = database.open_database(home)
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    con = sqlite3.connect(home.db_path)
+    con.executescript(
+        "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
+        "frames, status) VALUES (7, 'k', 'file', 'a.wav', '2026-01-05 09:00:00.000000', "
+        "16000, 1, 160000, 'complete');"
+        "INSERT INTO utterances (id, session_id, start, end, at, text, engine) VALUES "
+        "(1, 7, 1.0, 2.0, '2026-01-05 09:00:01.000000', 'the budget review', 'vosk:x'), "
+        "(2, 7, 3.0, 4.0, '2026-01-05 09:00:03.000000', 'see you monday', 'pocketsphinx:en-us');"
+    )
+    con.commit()
+    migrate(engine)
+    assert con.execute("SELECT id, session_id, engine FROM transcripts").fetchall() == [
+        (1, 7, "vosk:x")  # named after the session's first utterance
+    ]
+    assert con.execute("SELECT transcript_id FROM sessions").fetchall() == [(1,)]
+    assert con.execute("SELECT DISTINCT transcript_id FROM utterances").fetchall() == [(1,)]
+    from pipeline.search import search
+
+    assert [h.id for h in search(engine, "budget review")] == [1]
+    assert [h.engine for h in search(engine, "see you")] == ["pocketsphinx:en-us"]
+    engine.dispose()
 
 
 def test_an_archive_from_a_newer_pipeline_is_refused(db, home):
@@ -98,5 +136,5 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0003"
+    assert out.stdout.strip() == "0004"
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES

@@ -46,6 +46,13 @@ def test_case_accents_and_punctuation_do_not_matter(db):
     assert search(db, "CAFÉ before")
 
 
+def test_korean_is_found_as_written(db):
+    # NFKD splits Hangul syllables into jamo; FTS5 indexes the syllables
+    add_session(db, "ko", T0, ["오늘 회의는 아홉 시에 시작합니다"])
+    assert search(db, "회의는 아홉")
+    assert tokens("회의는, 아홉!") == ["회의는", "아홉"]
+
+
 def test_newest_first_and_limit(db):
     add_session(db, "old", T0, ["the budget review"])
     add_session(db, "new", T0 + timedelta(days=1), ["the budget review", "budget review again"])

@@ -14,7 +14,7 @@ import soundfile as sf
 from pipeline.archive import Archive
 from pipeline.errors import Interrupted, ProcessDiedError
 
-from .conftest import MEETING, sentences
+from .conftest import MEETING, assert_each_sentence_once_in_place, sentences
 
 PIPELINE = [sys.executable, "-m", "pipeline"]
 
@@ -54,14 +54,6 @@ def wait_for_children(pid: int, timeout: float = 20.0) -> dict[str, int]:
             return found
         time.sleep(0.1)
     raise AssertionError(f"children never started: {children(pid)}")
-
-
-def assert_each_sentence_once_in_place(archive: Archive) -> None:
-    """Every sentence of the meeting found exactly once (none lost, none doubled), in place."""
-    for sentence in sentences(MEETING):
-        hits = archive.search(sentence["phrase"])
-        assert len(hits) == 1, sentence["phrase"]
-        assert sentence["start"] - 1.0 <= hits[0].start <= sentence["end"]
 
 
 def test_children_are_three_named_processes_that_exit_with_the_run(tmp_path):
