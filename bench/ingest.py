@@ -36,8 +36,6 @@ import json
 import math
 import os
 import random
-import re
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -45,6 +43,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from _common import (
+    CORPUS,
+    MEETING_JSON,
+    MEETING_WAV,
+    RATE,
+    corpus_wer,
+    load_mono16k,
+    normalize,
+    pocketsphinx_utterances,
+    read_archive,
+)
 
 # numpy, soundfile, soxr and jiwer are imported where they are used: the
 # pipeline's children are spawned, and a spawned child re-imports this script,
@@ -57,23 +67,10 @@ try:
 except ImportError:  # Windows
     resource = None
 
-RATE = 16000
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-CORPUS = DATA / "corpus"
-MEETING_WAV = DATA / "festival" / "meeting.wav"
-MEETING_JSON = DATA / "festival" / "meeting.json"
-
 GAP_SECONDS = 1.0  # silence between clips (and before the first one)
 CLIP_PAD_SECONDS = 0.2  # kept around each sentence cut out of meeting.wav
 RTF_GOAL = 1.05
 WER_GOAL = 0.5  # points
-
-# the raw run: the same endpointer settings and decoder the pipeline uses
-EP_WINDOW = 0.3
-EP_RATIO = 0.9
-_FILLER = re.compile(r"^[<\[].*[>\]]$")  # <s>, </s>, <sil>, [NOISE], [SPEECH]
-_ALT_PRON = re.compile(r"\(\d+\)$")  # "the(2)"
 
 
 # --- the benchmark set ----------------------------------------------------------
@@ -92,22 +89,6 @@ class BenchFile:
     seconds: float
     reference: str
     clips: list[str] = field(default_factory=list)
-
-
-def load_mono16k(path: Path) -> np.ndarray:
-    """Any file soundfile reads → int16 mono at 16 kHz (down-mix, then soxr if needed)."""
-    import numpy as np
-    import soundfile as sf
-    import soxr
-
-    data, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    if data.shape[1] == 1:
-        mono = data[:, 0]
-    else:
-        mono = np.round(data.astype(np.float32).mean(axis=1)).astype(np.int16)
-    if rate != RATE:
-        mono = soxr.resample(mono, rate, RATE)
-    return np.ascontiguousarray(mono, dtype=np.int16)
 
 
 def real_clips() -> list[Clip]:
@@ -156,26 +137,6 @@ def build_set(folder: Path, minutes: float, nfiles: int) -> list[BenchFile]:
     return files
 
 
-# --- scoring ----------------------------------------------------------------------
-
-
-def normalize(text: str) -> str:
-    """Lower case, no punctuation (apostrophes inside words kept), single spaces."""
-    text = text.lower().replace("\u2019", "'")
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
-    text = re.sub(r"(?<![a-z0-9])'|'(?![a-z0-9])", " ", text)
-    return " ".join(text.split())
-
-
-def corpus_wer(references: list[str], hypotheses: list[str]) -> float:
-    """Word error rate over all files together (errors / reference words)."""
-    import jiwer
-
-    refs = [normalize(r) for r in references]
-    hyps = [normalize(h) for h in hypotheses]
-    return jiwer.wer(refs, hyps)
-
-
 # --- the two runs ---------------------------------------------------------------
 
 
@@ -192,39 +153,16 @@ def run_raw(paths: list[Path]) -> Run:
     """PocketSphinx with no pipeline, timed from model load to the last word."""
     c0 = time.process_time()
     t0 = time.perf_counter()
-    from pocketsphinx import Decoder, Endpointer
+    from pocketsphinx import Decoder
 
     decoder = Decoder(samprate=RATE, loglevel="FATAL")
     t_model = time.perf_counter() - t0
     hypotheses: dict[Path, str] = {}
     utterances = 0
     for path in paths:
-        pcm = load_mono16k(path).tobytes()
-        ep = Endpointer(window=EP_WINDOW, ratio=EP_RATIO, sample_rate=RATE)
-        fb = ep.frame_bytes
-        speech: list[bytes] = []
-        chunks: list[bytes] = []
-        end = len(pcm) // fb * fb
-        for i in range(0, end, fb):
-            got = ep.process(pcm[i : i + fb])
-            if got is not None:
-                speech.append(got)
-                if not ep.in_speech:
-                    chunks.append(b"".join(speech))
-                    speech = []
-        got = ep.end_stream(pcm[end:] or b"\0\0")  # it raises on an empty buffer
-        if got is not None:
-            speech.append(got)
-        if speech:
-            chunks.append(b"".join(speech))
-        words: list[str] = []
-        for utt in chunks:
-            decoder.start_utt()
-            decoder.process_raw(utt, full_utt=True)
-            decoder.end_utt()
-            words += [_ALT_PRON.sub("", s.word) for s in decoder.seg() if not _FILLER.match(s.word)]
-        utterances += len(chunks)
-        hypotheses[path] = " ".join(words)
+        texts = pocketsphinx_utterances(decoder, load_mono16k(path).tobytes())
+        utterances += len(texts)
+        hypotheses[path] = " ".join(t for t in texts if t)
     wall = time.perf_counter() - t0
     return Run(
         "raw",
@@ -271,33 +209,6 @@ def _children_cpu() -> float:
         return math.nan
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def read_archive(db_path: Path, paths: list[Path]) -> tuple[dict[Path, str], int]:
-    """Each file's session text, utterances in time order; a missing session reads as ''."""
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        sessions: dict[str, list[int]] = {}
-        for sid, source in con.execute("SELECT id, source FROM sessions ORDER BY id"):
-            sessions.setdefault(source, []).append(sid)
-        hypotheses: dict[Path, str] = {}
-        total = 0
-        for path in paths:
-            ids = sessions.get(str(path.resolve()), [])
-            if len(ids) != 1:
-                print(f"  warning: {len(ids)} sessions for {path.name}", file=sys.stderr)
-            texts: list[str] = []
-            for sid in ids:
-                rows = con.execute(
-                    'SELECT text FROM utterances WHERE session_id = ? ORDER BY start, "end", id',
-                    (sid,),
-                ).fetchall()
-                texts += [t for (t,) in rows]
-                total += len(rows)
-            hypotheses[path] = " ".join(texts)
-        return hypotheses, total
-    finally:
-        con.close()
 
 
 # --- report -----------------------------------------------------------------------
