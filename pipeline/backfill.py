@@ -72,6 +72,15 @@ class SessionOnDisk:
             offsets[j] = offsets[j + 1] - lengths[j]
         return list(zip(files, offsets, lengths, strict=True))
 
+    def recorded_until(self, anchor: tuple[str, int]) -> int:
+        """The session frame capture has written up to: how far a recognizer could read."""
+        files = segment_files(self.folder)
+        stem = _stem(Path(anchor[0]))
+        later = [f for f in files if _stem(f) >= stem]
+        if not later or _stem(later[0]) != stem:
+            return anchor[1]
+        return anchor[1] + sum(_length(f, self.rate) for f in later)
+
     @staticmethod
     def _channels(path: Path) -> int:
         return sf.info(str(path)).channels

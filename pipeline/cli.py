@@ -353,6 +353,13 @@ def record(
     lang: LangOption = None,
     segment_seconds: SegmentOption = None,
     max_disk: MaxDiskOption = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="Recognizers: past one, the others share a backlog if recognition falls "
+            "behind (default: the number of cores)."
+        ),
+    ] = None,
 ) -> None:
     """Record live audio until Ctrl+C (or --duration), transcribing as it goes."""
     source = _settings().get("source", source)
@@ -375,6 +382,7 @@ def record(
         **_compaction(),
         on_event=lambda event: (_show_repair(event), state.apply(event)),
         partials=not quiet,
+        jobs=_jobs(jobs),
     )
     if quiet:
         report = run()

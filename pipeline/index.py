@@ -43,10 +43,13 @@ from .recognize import engine_version
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 200
-# an utterance starting this long before the last one indexed ended is a repeat
-# (a restarted recognizer re-recognizing what the dead one had already sent)
-UTTERANCE_OVERLAP_SECONDS = 0.05  # messages per transaction at most
+BATCH_MAX = 200  # messages per transaction at most
+# An utterance overlapping one already indexed by more than this is a repeat: a
+# restarted recognizer re-recognizing what the dead one had sent. Utterances may
+# arrive out of order (helpers recognize a backlog in pieces), so it is the
+# overlap that counts, not the order.
+UTTERANCE_OVERLAP_SECONDS = 0.05
+LONGEST_UTTERANCE_SECONDS = 60.0  # bounds the overlap look-up (the recognizer cuts at 30)
 QUEUE_POLL_SECONDS = 0.25
 
 
@@ -144,7 +147,7 @@ class Indexer:
         elif isinstance(msg, Utterance):
             key = (msg.session, msg.engine if msg.reindex else None)
             transcript, committed = self._transcript(db, session_id, key, msg.engine)
-            if msg.start < committed - UTTERANCE_OVERLAP_SECONDS:
+            if msg.start < committed - UTTERANCE_OVERLAP_SECONDS and _overlaps(db, transcript, msg):
                 log.info(
                     "%s: skipping an utterance at %.2f s, already indexed (a restart)",
                     msg.session,
@@ -304,6 +307,24 @@ class Indexer:
         counts = self._counts[msg.session]
         counts[0] += 1
         counts[1] += len(msg.words)
+
+
+def _overlaps(db: DbSession, transcript: int, msg: Utterance) -> bool:
+    """Whether the transcript already has an utterance overlapping this one."""
+    u = schema.Utterance
+    return (
+        db.scalar(
+            select(u.id)
+            .where(
+                u.transcript_id == transcript,
+                u.start > msg.start - LONGEST_UTTERANCE_SECONDS,
+                u.start < msg.end - UTTERANCE_OVERLAP_SECONDS,
+                u.end > msg.start + UTTERANCE_OVERLAP_SECONDS,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) -> bool:

@@ -137,9 +137,11 @@ class Retranscribe:
     """Work for a recognizer: recognize a stored session again, from its files.
 
     ``runs`` are the stretches [start, end) of session frames whose audio is
-    still on disk (the disk budget may have deleted some), and ``anchors`` the
-    first segment file of each; ``start`` is where an interrupted reindex of
-    the same model stopped.
+    still on disk (the disk budget may have deleted some), and ``anchors`` a
+    segment file for each with its session offset; ``start`` is where an
+    interrupted reindex of the same model stopped. ``catch_up``: not a reindex
+    but a piece of a live recognizer's backlog, whose words go to the
+    session's own transcript.
     """
 
     session: str
@@ -147,8 +149,17 @@ class Retranscribe:
     channels: int
     frames: int
     runs: tuple[tuple[int, int], ...]
-    anchors: tuple[str, ...]
+    anchors: tuple[tuple[str, int], ...]
     start: int = 0
+    catch_up: bool = False
+
+
+@dataclass(frozen=True)
+class HandedOff:
+    """A recognizer that fell behind gave pieces of its backlog to the helpers (seconds)."""
+
+    session: str
+    pieces: tuple[tuple[float, float], ...]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .errors import ModelError, PipelineError
 from .messages import (
     Audio,
     ChildFailed,
+    HandedOff,
     Partial,
     Progress,
     Retranscribe,
@@ -49,6 +50,11 @@ QUEUE_POLL_SECONDS = 0.5
 MAX_UTTERANCE_SECONDS = 30.0  # force a cut in endless speech (music, TV) to keep latency low
 PARTIAL_EVERY_SECONDS = 0.5  # how often the live view gets a new guess
 PROGRESS_SECONDS = 1.0  # how often the recognizer says how far it has got
+HANDOFF_SECONDS = 15  # a backlog this long is shared with the helper recognizers
+HEAD_SECONDS = 3  # a hand-off keeps about this much at each end, to cut where it is quiet
+MIN_PIECE_SECONDS = 3
+QUIET_SECONDS = 0.3
+QUIET_SEARCH_SECONDS = 2.5
 RETRANSCRIBE_STEP_SECONDS = 30  # a reindex reports its progress this often (audio time)
 GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
 ENDPOINTER_WINDOW = 0.3
@@ -274,15 +280,23 @@ class Transcriber:
         """``start``: the session frame this stream begins at (repair resumes mid-session);
         ``disk``: where to read audio this transcriber did not receive (else silence);
         ``anchor``: a segment file of the session and its offset, to place the files."""
-        from pocketsphinx import Endpointer
-
         self.engine = engine
         self.session = session
         self.source_rate = rate
         self.channels = channels
-        self._next_offset = start  # next expected source frame
         self._disk = disk
         self._anchor = anchor  # a segment file and its session offset
+        self._max_samples = int(MAX_UTTERANCE_SECONDS * engine.rate)
+        self._on_partial = on_partial
+        self._guess_every = int(PARTIAL_EVERY_SECONDS * engine.rate) * 2
+        self._reset(start)
+
+    def _reset(self, start: int) -> None:
+        """A fresh stream that begins at session frame ``start``."""
+        from pocketsphinx import Endpointer
+
+        rate, engine = self.source_rate, self.engine
+        self._next_offset = start  # next expected source frame
         self._base = round(start * engine.rate / rate)  # engine samples before this stream
         self._resampler = (
             soxr.ResampleStream(rate, engine.rate, 1, dtype="int16")
@@ -298,10 +312,7 @@ class Transcriber:
         self._speech_samples = 0
         self._speech_start = 0  # engine-rate sample where the current utterance began
         self._cut = False  # the last utterance was cut short in the middle of speech
-        self._max_samples = int(MAX_UTTERANCE_SECONDS * engine.rate)
-        self._on_partial = on_partial
         self._unguessed: list[bytes] = []  # speech not yet given to engine.partial
-        self._guess_every = int(PARTIAL_EVERY_SECONDS * engine.rate) * 2
 
     @property
     def position(self) -> float:
@@ -348,6 +359,71 @@ class Transcriber:
         ``end``: the session's last frame, so audio that never arrived is read first.
         """
         out: list[Utterance] = self._catch_up(end) if end is not None else []
+        return out + self._flush()
+
+    @property
+    def anchor(self) -> tuple[str, int]:
+        return self._anchor
+
+    def behind(self, audio: Audio) -> int:
+        """How many frames before this audio were never received (a backlog)."""
+        return audio.offset - self._next_offset
+
+    def hand_off(
+        self, audio: Audio, pieces: int, at_least: int
+    ) -> tuple[list[Utterance], list[tuple[int, int]]]:
+        """Split the backlog on disk, if ``at_least`` frames long, so others recognize most of it.
+
+        The backlog runs from here to what capture has written (``audio`` may
+        be stale: it waited in a full queue). This transcriber reads a few
+        seconds on, to the quietest moment there, and jumps to a quiet moment
+        a few seconds before the end; the stretch between, cut at quiet
+        moments into ``pieces``, is for other recognizers. Cutting where
+        nobody speaks keeps words whole. Returns the utterances read on the
+        way, and the pieces (none if there is no backlog worth sharing).
+        """
+        if audio.segment:
+            self._anchor = (audio.segment, audio.segment_offset)
+        if self._disk is None:
+            return [], []
+        offset = max(audio.offset, self._disk.recorded_until(self._anchor))
+        if offset - self._next_offset < at_least:
+            return [], []
+        head = self._quiet_near(self._next_offset + HEAD_SECONDS * self.source_rate, offset)
+        tail = self._quiet_near(offset - HEAD_SECONDS * self.source_rate, offset)
+        if tail - head < pieces * MIN_PIECE_SECONDS * self.source_rate:
+            return [], []
+        cuts = [head]
+        for k in range(1, pieces):
+            cuts.append(self._quiet_near(head + (tail - head) * k // pieces, offset))
+        cuts.append(tail)
+        out = self._catch_up(head) + self._flush()
+        self._reset(tail)
+        return out, list(zip(cuts, cuts[1:], strict=False))
+
+    def _quiet_near(self, target: int, limit: int) -> int:
+        """The middle of the quietest QUIET_SECONDS within QUIET_SEARCH_SECONDS of
+        ``target`` (a session frame), between here and ``limit``."""
+        rate = self.source_rate
+        reach = int(QUIET_SEARCH_SECONDS * rate)
+        lo, hi = max(self._next_offset, target - reach), min(limit, target + reach)
+        if self._disk is None or hi - lo < QUIET_SECONDS * rate:
+            return min(max(target, self._next_offset), limit)
+        mono = np.concatenate(
+            [_downmix(f) for f in self._disk.read(lo, hi, self._anchor)] or [np.zeros(0, np.int16)]
+        ).astype(np.float64)
+        hop = rate // 100  # 10 ms
+        frames = len(mono) // hop
+        width = int(QUIET_SECONDS * 100)
+        if frames <= width:
+            return min(max(target, self._next_offset), limit)
+        energy = (mono[: frames * hop].reshape(frames, hop) ** 2).sum(axis=1)
+        window = np.convolve(energy, np.ones(width), mode="valid")
+        return lo + (int(np.argmin(window)) + width // 2) * hop
+
+    def _flush(self) -> list[Utterance]:
+        """The end of this stream: what the resampler and the endpointer still hold."""
+        out: list[Utterance] = []
         if self._resampler is not None:
             out += self._to_endpointer(
                 self._resampler.resample_chunk(np.zeros(0, np.int16), last=True)
@@ -440,20 +516,30 @@ def run_recognizer(
     log_q=None,
     sender: str = "recognizer",
     partials: bool = False,
+    helpers_q=None,
+    helpers: int = 0,
 ) -> None:
     """Process body: Audio from ``audio_q`` → Utterances on ``index_q`` until STOP.
 
     Runs until the STOP sentinel arrives, so every captured frame is
     recognized before it exits; the supervisor, not SIGINT, decides when.
     Audio it did not receive (a full queue, a restart) is read back from the
-    segments under ``home_root``. With ``report_q``, its progress (and with
-    ``partials``, running guesses) go there for the live view and status.
+    segments under ``home_root``; a long backlog is shared with ``helpers``
+    recognizers that take :class:`Retranscribe` pieces from ``helpers_q``
+    (helpers build their engine when their first piece comes). With
+    ``report_q``, its progress (and with ``partials``, running guesses) go
+    there for the live view and status.
     """
     lane = sender.removeprefix("recognizer")  # "-2" with --jobs; /proc names stop at 15
-    become_child(f"pipe-recog{lane}" if lane else "pipe-recognizer", log_q)
+    name = sender if not sender.startswith("recognizer") else f"recog{lane}" if lane else sender
+    become_child(f"pipe-{name}", log_q)
     status = nonblocking(report_q) if report_q is not None else None
     try:
-        loop = _RecognizerLoop(spec.build(), index_q, home_root, status, partials=partials)
+        loop = _RecognizerLoop(spec, index_q, home_root, status, partials=partials)
+        if helpers_q is not None and helpers > 0:
+            loop.helpers_q, loop.helpers = helpers_q, helpers
+        if not sender.startswith("helper"):
+            loop.engine  # noqa: B018 - load the model now, before audio piles up
         while loop.handle(audio_q.get()):
             pass
     except PipelineError as exc:
@@ -466,9 +552,12 @@ class _RecognizerLoop:
     """The recognizer process's state: one Transcriber per session in flight."""
 
     def __init__(
-        self, engine: Engine, index_q, home_root: str | None, status, *, partials: bool = True
+        self, spec: EngineSpec, index_q, home_root: str | None, status, *, partials: bool = True
     ) -> None:
-        self.engine = engine
+        self.spec = spec
+        self._engine: Engine | None = None
+        self.helpers_q = None  # where pieces of a long backlog go, if helpers run
+        self.helpers = 0
         self.index_q = index_q
         self.home = Path(home_root) if home_root else None
         self.status = status
@@ -476,16 +565,26 @@ class _RecognizerLoop:
         self.transcribers: dict[str, Transcriber] = {}
         self._told = 0.0  # when progress was last sent
 
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self.spec.build()
+        return self._engine
+
     def handle(self, msg) -> bool:
         """Process one message; False once STOP has been handled."""
         if isinstance(msg, Stop):
             for t in self.transcribers.values():
                 self._send(t.finish())
+            for _ in range(self.helpers):  # after the last piece, in queue order
+                self.helpers_q.put(Stop(msg.sender))
             return False
         if isinstance(msg, SessionStarted):
             self.transcribers[msg.key] = self._transcriber(msg.key, msg.rate, msg.channels, 0)
         elif isinstance(msg, Audio):
             t = self._for(msg.session, msg.rate, msg.channels)
+            if self.helpers and t.behind(msg) > 0:  # a gap: how far behind is it really?
+                self._hand_off(t, msg)
             self._send(t.feed(msg))
             if self.status is not None and time.monotonic() - self._told >= PROGRESS_SECONDS:
                 self._told = time.monotonic()
@@ -521,16 +620,53 @@ class _RecognizerLoop:
                 job.channels,
                 start=start,
                 disk=disk,
-                anchor=(anchor, first),
+                anchor=anchor,
             )
             for position in range(start + step, end + step, step):
-                self._send(t.read_back(min(position, end)), reindex=True)
-                if self.status is not None:
+                self._send(t.read_back(min(position, end)), reindex=not job.catch_up)
+                if self.status is not None and not job.catch_up:
                     self.status(Progress(job.session, min(position, end) / job.rate))
-            self._send(t.finish(), reindex=True)
-        self.index_q.put(
-            TranscriptDone(job.session, self.engine.name, job.frames, job.rate, job.runs)
-        )
+            self._send(t.finish(), reindex=not job.catch_up)
+        if job.catch_up:
+            log.info(
+                "%s: recognized %.1f-%.1f s for a recognizer behind",
+                job.session,
+                job.runs[0][0] / job.rate,
+                job.runs[-1][1] / job.rate,
+            )
+        else:
+            self.index_q.put(
+                TranscriptDone(job.session, self.engine.name, job.frames, job.rate, job.runs)
+            )
+
+    def _hand_off(self, t: Transcriber, msg: Audio) -> None:
+        """Fallen far behind what is on disk: give the middle of the backlog to the helpers."""
+        utterances, pieces = t.hand_off(msg, self.helpers, HANDOFF_SECONDS * msg.rate)
+        self._send(utterances)
+        for start, end in pieces:
+            self.helpers_q.put(
+                Retranscribe(
+                    msg.session,
+                    msg.rate,
+                    t.channels,
+                    0,
+                    ((start, end),),
+                    (t.anchor,),
+                    catch_up=True,
+                )
+            )
+        if pieces:
+            log.info(
+                "%s: far behind; %.1f-%.1f s of the backlog goes to the helpers in %d pieces",
+                msg.session,
+                pieces[0][0] / msg.rate,
+                pieces[-1][1] / msg.rate,
+                len(pieces),
+            )
+            if self.status is not None:
+                self.status(
+                    HandedOff(msg.session, tuple((a / msg.rate, b / msg.rate) for a, b in pieces))
+                )
 
     def _for(self, session: str, rate: int, channels: int | None) -> Transcriber:
         """The session's transcriber; one this process never saw start resumes where

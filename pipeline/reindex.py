@@ -134,7 +134,7 @@ def _audio_on_disk(recordings: Path, s: schema.Session):
     """Stretches [start, end) of the session whose files exist, their first files, and
     how many frames are gone."""
     runs: list[tuple[int, int]] = []
-    anchors: list[str] = []
+    anchors: list[tuple[str, int]] = []
     deleted = 0
     for seg in s.segments:
         if seg.deleted_at is not None or not (recordings / seg.path).exists():
@@ -144,7 +144,7 @@ def _audio_on_disk(recordings: Path, s: schema.Session):
             runs[-1] = (runs[-1][0], seg.offset + seg.frames)
         else:
             runs.append((seg.offset, seg.offset + seg.frames))
-            anchors.append(seg.path)
+            anchors.append((seg.path, seg.offset))
     return runs, anchors, deleted
 
 

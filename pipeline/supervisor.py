@@ -93,12 +93,14 @@ def ingest(
     on_event: Callable[[object], None] | None = None,
     queue_chunks: int = AUDIO_QUEUE_CHUNKS,
     jobs: int = 1,
+    helpers: int = 0,
 ) -> RunReport:
     """Ingest audio files through the three processes; return what happened.
 
     Bad files are reported (in the report and through ``on_event``) and
     skipped; the others are captured, recognized and indexed, by ``jobs``
-    capture/recognizer pairs in parallel (one indexer).
+    capture/recognizer pairs in parallel (one indexer). ``helpers``:
+    recognizers that share a backlog (as `record` has), for ``realtime``.
     """
     check_segment_seconds(segment_seconds)
     notify = on_event or (lambda event: None)
@@ -126,6 +128,7 @@ def ingest(
             upkeep=_upkeep(max_disk, compact, compact_after),
             audio_queue_chunks=queue_chunks,
             jobs=max(1, min(jobs, len(good))),
+            helpers=helpers,
         )
     return report
 
@@ -142,11 +145,14 @@ def record(
     max_disk: int | None = None,
     compact: str | None = None,
     compact_after: float = DEFAULT_COMPACT_AFTER,
+    jobs: int = 1,
 ) -> RunReport:
     """Record a live source until Ctrl+C, SIGTERM or ``duration`` seconds.
 
     The sound server and device are checked here first, so a missing
     server or device is a one-line error before any process starts.
+    ``jobs``: recognizers; past one, the others wait (without loading a model)
+    to share a backlog if the first falls far behind.
     """
     check_segment_seconds(segment_seconds)
     if duration is not None and duration <= 0:
@@ -165,6 +171,7 @@ def record(
         max_seconds=duration,
         partials=partials,
         upkeep=_upkeep(max_disk, compact, compact_after),
+        helpers=max(0, jobs - 1),
     )
     return report
 
@@ -218,6 +225,7 @@ def _run_processes(
     upkeep=NO_UPKEEP,
     audio_queue_chunks=AUDIO_QUEUE_CHUNKS,
     jobs=1,
+    helpers=0,
 ) -> None:
     ctx = mp.get_context("spawn")
     index_q = ctx.Queue()
@@ -247,21 +255,27 @@ def _run_processes(
             },
         )
 
-    def recognizer(lane: Lane) -> mp.Process:
+    helper_names = [f"helper-{k + 1}" for k in range(helpers)]
+    helpers_q = ctx.Queue() if helpers else None  # pieces of a backlog
+
+    def recognizer(name: str, audio_q, **extra) -> mp.Process:
         return ctx.Process(
             target=run_recognizer,
-            name=f"pipeline-{lane.recognizer}",
-            args=(spec, lane.audio_q, index_q),
+            name=f"pipeline-{name}",
+            args=(spec, audio_q, index_q),
             kwargs={
                 "home_root": str(home.root),
                 "report_q": report_q,
-                "partials": partials,
                 "log_q": log_q,
-                "sender": lane.recognizer,
+                "sender": name,
+                **extra,
             },
         )
 
-    producers = tuple(name for lane in lanes for name in (lane.capture, lane.recognizer))
+    producers = (
+        *(name for lane in lanes for name in (lane.capture, lane.recognizer)),
+        *helper_names,
+    )
 
     def indexer(waiting_for: tuple[str, ...] = producers) -> mp.Process:
         return ctx.Process(
@@ -277,10 +291,20 @@ def _run_processes(
         makers[lane.capture] = functools.partial(capture, lane)
         queues[lane.capture] = [(lane.audio_q, "write"), (index_q, "write"), (report_q, "write")]
     for lane in lanes:
-        makers[lane.recognizer] = functools.partial(recognizer, lane)
+        makers[lane.recognizer] = functools.partial(
+            recognizer,
+            lane.recognizer,
+            lane.audio_q,
+            partials=partials,
+            helpers_q=helpers_q,
+            helpers=helpers,
+        )
         queues[lane.recognizer] = [(lane.audio_q, "read"), (index_q, "write"), (report_q, "write")]
+    for name in helper_names:
+        makers[name] = functools.partial(recognizer, name, helpers_q)
+        queues[name] = [(helpers_q, "read"), (index_q, "write"), (report_q, "write")]
     makers["indexer"] = indexer
-    children = Children(makers, notify, queues, stop, lanes)
+    children = Children(makers, notify, queues, stop, lanes, helper_names)
     with collected(home, log_q):
         keeper = Housekeeper(home, upkeep, index_q.put) if upkeep else None
         if keeper is not None:
@@ -338,9 +362,11 @@ class Children:
         queues: dict[str, list],
         stop,
         lanes: list[Lane],
+        helpers: list[str] | None = None,
     ) -> None:
         self.makers = makers
         self.lanes = lanes
+        self.helpers = helpers or []  # recognizers that share a backlog
         self.queues = queues  # name → (queue, "read" | "write") the child uses
         self.notify = notify
         self.stop = stop
@@ -381,7 +407,8 @@ class Children:
     @property
     def producers(self) -> list[str]:
         """Who sends the indexer a STOP."""
-        return [name for lane in self.lanes for name in (lane.capture, lane.recognizer)]
+        lanes = [name for lane in self.lanes for name in (lane.capture, lane.recognizer)]
+        return lanes + self.helpers
 
     def _restart(self, name: str, exit_code: int) -> None:
         for q, side in self.queues.get(name, []):

@@ -203,3 +203,34 @@ def test_a_slow_recognizer_never_holds_capture_back_and_catches_up_from_disk(tmp
     assert session.seconds == sf.info(str(MEETING)).duration  # capture missed no frame
     archive = Archive(tmp_path)
     assert_each_sentence_once_in_place(archive)
+
+
+def test_a_long_backlog_is_shared_with_helper_recognizers_cut_where_nobody_speaks(tmp_path):
+    """The 0.3x recognizer again, now with two helpers: they take pieces of its backlog."""
+    from pipeline.config import Home
+    from pipeline.messages import HandedOff
+    from pipeline.recognize import EngineSpec
+    from pipeline.supervisor import ingest
+
+    handed: list[HandedOff] = []
+    report = ingest(
+        [MEETING],
+        Home(tmp_path),
+        EngineSpec(speed=0.3),
+        realtime=True,
+        segment_seconds=5,
+        queue_chunks=4,
+        helpers=2,
+        on_event=lambda e: handed.append(e) if isinstance(e, HandedOff) else None,
+    )
+    pieces = [p for h in handed for p in h.pieces]
+    assert len(pieces) >= 2, handed
+    spoken = [(s["start"], s["end"]) for s in sentences(MEETING)]
+    for start, end in pieces:  # cut in the pauses between sentences, not in words
+        for edge in (start, end):
+            assert not any(a + 0.05 < edge < b - 0.05 for a, b in spoken), (edge, spoken)
+    [session] = report.indexed
+    assert session.seconds == sf.info(str(MEETING)).duration
+    assert_each_sentence_once_in_place(Archive(tmp_path))
+    inside = [s for s in sentences(MEETING) if any(a <= s["start"] < b for a, b in pieces)]
+    assert inside  # some sentences were heard by the helpers, and are found in place
