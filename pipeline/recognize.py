@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import soxr
 
 from .backfill import SessionOnDisk
-from .errors import ModelError, PipelineError
+from .errors import EngineUnavailable, ModelError, PipelineError
 from .messages import (
     Audio,
     ChildFailed,
@@ -39,6 +39,9 @@ from .messages import (
     Word,
 )
 from .process import become_child, nonblocking
+
+if TYPE_CHECKING:
+    from .assemblyai import AssemblyAISettings
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +193,16 @@ def _vosk_model_rate(path: Path) -> int:
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Which engine to build; picklable so the recognizer process can build it."""
+    """Which engine to build; picklable so the recognizer process can build it.
+
+    ``kind`` "assemblyai" is the optional cloud engine; ``cloud`` holds its key
+    and endpoint (else they come from the environment when it is built).
+    """
 
     kind: str = "pocketsphinx"
     model: str | None = None
     speed: float | None = None  # tests and benchmarks: hold the engine to this × real time
+    cloud: AssemblyAISettings | None = None
 
     @classmethod
     def from_options(cls, model: str | Path | None) -> EngineSpec:
@@ -206,12 +214,22 @@ class EngineSpec:
 
     @property
     def label(self) -> str:
+        if self.kind == "assemblyai":
+            from .assemblyai import LABEL
+
+            return LABEL
         return f"vosk:{Path(self.model).name}" if self.kind == "vosk" else "pocketsphinx:en-us"
 
     def build(self) -> Engine:
-        engine: Engine = (
-            VoskEngine(self.model or "") if self.kind == "vosk" else PocketSphinxEngine()
-        )
+        engine: Engine
+        if self.kind == "assemblyai":
+            from .assemblyai import AssemblyAIEngine
+
+            engine = AssemblyAIEngine(self.cloud)
+        elif self.kind == "vosk":
+            engine = VoskEngine(self.model or "")
+        else:
+            engine = PocketSphinxEngine()
         return Throttled(engine, self.speed) if self.speed else engine
 
 
@@ -431,13 +449,23 @@ def run_recognizer(
     lane = sender.removeprefix("recognizer")  # "-2" with --jobs; /proc names stop at 15
     become_child(f"pipe-recog{lane}" if lane else "pipe-recognizer", log_q)
     status = nonblocking(report_q) if report_q is not None else None
+    engine = None
     try:
-        loop = _RecognizerLoop(spec.build(), index_q, home_root, status, partials=partials)
+        engine = spec.build()
+        loop = _RecognizerLoop(engine, index_q, home_root, status, partials=partials)
         while loop.handle(audio_q.get()):
             pass
+    except EngineUnavailable as exc:
+        # for now only: exit without ChildFailed, and the supervisor starts a new
+        # recognizer, which reads the audio this one did not finish from disk
+        log.warning("%s; the recognizer exits to be restarted", exc)
+        raise SystemExit(exc.exit_code) from exc
     except PipelineError as exc:
         index_q.put(ChildFailed("recognizer", str(exc), type(exc).__name__))
         raise SystemExit(1) from exc
+    finally:
+        if hasattr(engine, "close"):  # a cloud engine ends its session (and its billing)
+            engine.close()
     index_q.put(Stop(sender))
 
 
