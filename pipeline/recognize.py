@@ -12,9 +12,11 @@ exact however long a session runs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import queue
 import re
 import time
 from collections.abc import Callable
@@ -52,6 +54,7 @@ PROGRESS_SECONDS = 1.0  # how often the recognizer says how far it has got
 GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
 ENDPOINTER_WINDOW = 0.3
 ENDPOINTER_RATIO = 0.9
+FAILURE_GRACE_SECONDS = 5.0  # a failed recognizer waits this long for the run to end it
 
 RawWord = tuple[str, float, float, float]  # text, start, end, confidence (utterance-relative)
 
@@ -462,11 +465,26 @@ def run_recognizer(
         raise SystemExit(exc.exit_code) from exc
     except PipelineError as exc:
         index_q.put(ChildFailed("recognizer", str(exc), type(exc).__name__))
+        _linger(audio_q)
         raise SystemExit(1) from exc
     finally:
         if hasattr(engine, "close"):  # a cloud engine ends its session (and its billing)
             engine.close()
     index_q.put(Stop(sender))
+
+
+def _linger(audio_q) -> None:
+    """Give a reported failure time to reach the supervisor before exiting.
+
+    The report travels through the indexer; a recognizer that died at once
+    would be restarted (and fail again) before the supervisor hears why and
+    ends the run, which stops this process. The queue is drained meanwhile
+    so that capture never blocks on it.
+    """
+    deadline = time.monotonic() + FAILURE_GRACE_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(queue.Empty):
+            audio_q.get(timeout=left)
 
 
 class _RecognizerLoop:
