@@ -24,8 +24,18 @@ from typer.core import TyperGroup
 
 from . import models, service
 from .archive import Archive
+from .assemblyai import AssemblyAISettings, check_installed
 from .compact import FORMATS, compact_archive
-from .config import Home, Settings, parse_duration, parse_size, resolve_home, set_value
+from .config import (
+    ENGINES,
+    SECRET_KEYS,
+    Home,
+    Settings,
+    parse_duration,
+    parse_size,
+    resolve_home,
+    set_value,
+)
 from .errors import (
     CaptureError,
     ConfigError,
@@ -94,6 +104,16 @@ ModelOption = Annotated[
         "(default: config, else PocketSphinx US English, bundled)."
     ),
 ]
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="local: PocketSphinx, or the Vosk model chosen, all on this machine; "
+        "assemblyai: the speech the local VAD finds is sent to AssemblyAI's cloud "
+        "(needs ASSEMBLYAI_API_KEY). Default: config, else local.",
+        show_default=False,
+    ),
+]
 LangOption = Annotated[
     str | None,
     typer.Option(help="Use the best installed model for this language, e.g. en, de, ko."),
@@ -137,8 +157,24 @@ def _home(option: Path | None) -> Home:
     return resolve_home(option or _settings().get("home"))
 
 
-def _engine(option: str | None, home: Home, lang: str | None = None) -> EngineSpec:
-    """--model, else --lang's best installed model, else the config's model, else the default."""
+def _engine(
+    option: str | None, home: Home, lang: str | None = None, engine: str | None = None
+) -> EngineSpec:
+    """--engine assemblyai (or the config's engine) is the cloud; else --model, else --lang's
+    best installed model, else the config's model, else the default."""
+    kind = _settings().get("engine", engine)
+    if kind not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)} (got {kind!r})")
+    if kind == "assemblyai":
+        if option or lang:
+            raise ConfigError(
+                "--model and --lang choose a local model; leave them out, or use --engine local"
+            )
+        check_installed()
+        cloud = AssemblyAISettings.resolve(
+            _settings().get("assemblyai_api_key"), _settings().get("assemblyai_url")
+        )
+        return EngineSpec("assemblyai", cloud=cloud)
     chosen = option or (None if lang else _settings().get("model"))
     if chosen:
         return EngineSpec.from_options(models.resolve(home, str(chosen)))
@@ -185,6 +221,7 @@ def ingest(
     home: HomeOption = None,
     model: ModelOption = None,
     lang: LangOption = None,
+    engine: EngineOption = None,
     segment_seconds: SegmentOption = None,
     realtime: Annotated[bool, typer.Option(help="Pace the files at 1x, like live audio.")] = False,
     max_disk: MaxDiskOption = None,
@@ -192,7 +229,9 @@ def ingest(
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
     h = _home(home)
-    spec = _engine(model, h, lang)
+    spec = _engine(model, h, lang, engine)
+    if spec.kind == "assemblyai":
+        out.print("engine assemblyai: the speech found in these files is sent to AssemblyAI")
     progress = IngestProgress(files, err)
 
     def show(event) -> None:
@@ -241,14 +280,17 @@ def reindex(
         str | None,
         typer.Option(help="Only sessions started since then: 2026-11-01, 2026-11-01T09:00, 7d."),
     ] = None,
+    engine: EngineOption = None,
     jobs: JobsOption = None,
     dry_run: Annotated[bool, typer.Option(help="Show what would be done, do nothing.")] = False,
 ) -> None:
     """Recognize stored recordings again with another model; earlier transcripts are kept."""
     h = _home(home)
-    if model is None and lang is None:
-        raise ConfigError("say which model to reindex with: --model NAME or --lang xx")
-    spec = _engine(model, h, lang)
+    if model is None and lang is None and engine is None:
+        raise ConfigError(
+            "say which model to reindex with: --model NAME, --lang xx or --engine assemblyai"
+        )
+    spec = _engine(model, h, lang, engine)
     after = _since(since) if since else None
     if dry_run:
         _show_plan(plan_reindex(h, spec.label, session=session, since=after))
@@ -351,6 +393,7 @@ def record(
     quiet: Annotated[bool, typer.Option(help="No live view; print only errors.")] = False,
     model: ModelOption = None,
     lang: LangOption = None,
+    engine: EngineOption = None,
     segment_seconds: SegmentOption = None,
     max_disk: MaxDiskOption = None,
     jobs: Annotated[
@@ -369,7 +412,7 @@ def record(
     if device is not None and source == "system+mic":
         raise ConfigError("--device picks one device; use it with --source system or mic")
     h = _home(home)
-    spec = _engine(model, h, lang)
+    spec = _engine(model, h, lang, engine)
     state = LiveState(source=source, engine=spec.label, recordings=h.recordings)
     run = functools.partial(
         run_record,
@@ -690,7 +733,10 @@ def config_show(
 ) -> None:
     """Print the effective settings and where each value came from."""
     st = _settings()
-    rows = [(k, v.value, v.origin) for k, v in st.values.items()]
+    rows = [
+        (k, "(hidden)" if k in SECRET_KEYS and v.value else v.value, v.origin)
+        for k, v in st.values.items()
+    ]
     if as_json:
         out.print_json(
             json.dumps(

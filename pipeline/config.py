@@ -23,6 +23,7 @@ from pathlib import Path
 
 import platformdirs
 
+from . import assemblyai
 from .errors import ConfigError
 
 HOME_ENV = "PIPELINE_HOME"
@@ -86,6 +87,13 @@ CONFIG_ENV = "PIPELINE_CONFIG"
 SOURCES = ("system", "mic", "system+mic")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 COMPACT_FORMATS = ("opus", "flac", "off")
+ENGINES = ("local", "assemblyai")  # local: PocketSphinx, or Vosk with a model; never the cloud
+SECRET_KEYS = frozenset({"assemblyai_api_key"})  # never printed, not even in an error
+# settings the environment overrides, beside $PIPELINE_HOME
+ENVIRONMENT = {
+    "assemblyai_api_key": assemblyai.KEY_ENV,
+    "assemblyai_url": assemblyai.URL_ENV,
+}
 DEFAULT_CATALOG_URL = "https://alphacephei.com/vosk/models/model-list.json"  # Vosk's model list
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|days?|hours?|minutes?)?\s*$", re.I)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -142,6 +150,20 @@ def _positive_seconds(value) -> float:
     return seconds
 
 
+def _api_key(value) -> str:
+    key = str(value).strip()
+    if not key or any(ch.isspace() for ch in key):
+        raise ValueError("must be an API key: one word, no spaces")
+    return key
+
+
+def _websocket_url(value) -> str:
+    url = str(value).strip()
+    if not url.startswith(("wss://", "ws://")):
+        raise ValueError("must be a wss:// (or ws://) URL")
+    return url
+
+
 def _one_of(choices):
     def check(value) -> str:
         if str(value).lower() not in choices:
@@ -157,6 +179,9 @@ KEYS: dict[str, tuple[object, object]] = {
     "source": ("system", _one_of(SOURCES)),
     "device": (None, str),
     "model": (None, str),
+    "engine": ("local", _one_of(ENGINES)),
+    "assemblyai_api_key": (None, _api_key),
+    "assemblyai_url": (assemblyai.DEFAULT_URL, _websocket_url),
     "segment_seconds": (DEFAULT_SEGMENT_SECONDS, _positive_seconds),
     "max_disk": (None, parse_size),
     "compact": ("opus", _one_of(COMPACT_FORMATS)),
@@ -192,6 +217,10 @@ class Settings:
                 values[key] = Setting(_check(key, raw, f"{path}"), f"config file {path}")
         if os.environ.get(HOME_ENV):
             values["home"] = Setting(os.environ[HOME_ENV], f"environment {HOME_ENV}")
+        for key, var in ENVIRONMENT.items():
+            if os.environ.get(var):
+                where = f"environment {var}"
+                values[key] = Setting(_check(key, os.environ[var], where), where)
         return cls(values, path)
 
     def get(self, key: str, given=None):
@@ -220,7 +249,8 @@ def _check(key: str, raw, where: str):
     try:
         return KEYS[key][1](raw)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {key} = {raw!r} is not valid: {exc}") from exc
+        shown = "(hidden)" if key in SECRET_KEYS else repr(raw)
+        raise ConfigError(f"{where}: {key} = {shown} is not valid: {exc}") from exc
 
 
 def set_value(path: Path, key: str, value: str) -> None:

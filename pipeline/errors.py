@@ -54,6 +54,18 @@ class ModelError(RecognizerError):
     """A recognizer model is missing or unusable."""
 
 
+class EngineAuthError(RecognizerError):
+    """A cloud engine has no API key, or its service refused the key."""
+
+
+class EngineUnavailable(RecognizerError):
+    """A cloud engine's service cannot be reached for now; the run retries later.
+
+    The recognizer exits without reporting a failure, so the supervisor
+    restarts it and it recognizes the audio it missed from the segments on disk.
+    """
+
+
 # --- index (database) -------------------------------------------------------
 
 
@@ -113,6 +125,8 @@ __all__ = [
     "CaptureError",
     "ConfigError",
     "DatabaseLockedError",
+    "EngineAuthError",
+    "EngineUnavailable",
     "IndexerError",
     "HomeLockedError",
     "Interrupted",

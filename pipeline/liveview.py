@@ -105,6 +105,10 @@ class LiveState:
             style="dim",
         )
         body = [head, stats]
+        if self.engine.startswith("assemblyai"):  # the one engine that sends audio away
+            body.append(
+                Text("engine assemblyai (cloud: speech is sent to AssemblyAI)", style="bold yellow")
+            )
         for start, text in self.lines:
             body.append(Text.assemble((f"{_clock(start):>8}  ", "cyan"), text))
         if self.partial:

@@ -12,22 +12,24 @@ exact however long a session runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
+import queue
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import soxr
 
 from .backfill import SessionOnDisk
-from .errors import ModelError, PipelineError
+from .errors import EngineUnavailable, ModelError, PipelineError
 from .messages import (
     Audio,
     ChildFailed,
@@ -44,6 +46,9 @@ from .messages import (
 )
 from .process import become_child, nonblocking
 
+if TYPE_CHECKING:
+    from .assemblyai import AssemblyAISettings
+
 log = logging.getLogger(__name__)
 
 QUEUE_POLL_SECONDS = 0.5
@@ -59,6 +64,7 @@ RETRANSCRIBE_STEP_SECONDS = 30  # a reindex reports its progress this often (aud
 GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
 ENDPOINTER_WINDOW = 0.3
 ENDPOINTER_RATIO = 0.9
+FAILURE_GRACE_SECONDS = 5.0  # a failed recognizer waits this long for the run to end it
 
 RawWord = tuple[str, float, float, float]  # text, start, end, confidence (utterance-relative)
 
@@ -211,11 +217,16 @@ def engine_version(label: str) -> str:
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Which engine to build; picklable so the recognizer process can build it."""
+    """Which engine to build; picklable so the recognizer process can build it.
+
+    ``kind`` "assemblyai" is the optional cloud engine; ``cloud`` holds its key
+    and endpoint (else they come from the environment when it is built).
+    """
 
     kind: str = "pocketsphinx"
     model: str | None = None
     speed: float | None = None  # tests and benchmarks: hold the engine to this × real time
+    cloud: AssemblyAISettings | None = None
 
     @classmethod
     def from_options(cls, model: str | Path | None) -> EngineSpec:
@@ -227,12 +238,22 @@ class EngineSpec:
 
     @property
     def label(self) -> str:
+        if self.kind == "assemblyai":
+            from .assemblyai import LABEL
+
+            return LABEL
         return f"vosk:{Path(self.model).name}" if self.kind == "vosk" else "pocketsphinx:en-us"
 
     def build(self) -> Engine:
-        engine: Engine = (
-            VoskEngine(self.model or "") if self.kind == "vosk" else PocketSphinxEngine()
-        )
+        engine: Engine
+        if self.kind == "assemblyai":
+            from .assemblyai import AssemblyAIEngine
+
+            engine = AssemblyAIEngine(self.cloud)
+        elif self.kind == "vosk":
+            engine = VoskEngine(self.model or "")
+        else:
+            engine = PocketSphinxEngine()
         return Throttled(engine, self.speed) if self.speed else engine
 
 
@@ -534,6 +555,7 @@ def run_recognizer(
     name = sender if not sender.startswith("recognizer") else f"recog{lane}" if lane else sender
     become_child(f"pipe-{name}", log_q)
     status = nonblocking(report_q) if report_q is not None else None
+    loop = None
     try:
         loop = _RecognizerLoop(spec, index_q, home_root, status, partials=partials)
         if helpers_q is not None and helpers > 0:
@@ -542,10 +564,34 @@ def run_recognizer(
             loop.engine  # noqa: B018 - load the model now, before audio piles up
         while loop.handle(audio_q.get()):
             pass
+    except EngineUnavailable as exc:
+        # for now only: exit without ChildFailed, and the supervisor starts a new
+        # recognizer, which reads the audio this one did not finish from disk
+        log.warning("%s; the recognizer exits to be restarted", exc)
+        raise SystemExit(exc.exit_code) from exc
     except PipelineError as exc:
         index_q.put(ChildFailed("recognizer", str(exc), type(exc).__name__))
+        _linger(audio_q)
         raise SystemExit(1) from exc
+    finally:
+        engine = loop._engine if loop is not None else None
+        if hasattr(engine, "close"):  # a cloud engine ends its session (and its billing)
+            engine.close()
     index_q.put(Stop(sender))
+
+
+def _linger(audio_q) -> None:
+    """Give a reported failure time to reach the supervisor before exiting.
+
+    The report travels through the indexer; a recognizer that died at once
+    would be restarted (and fail again) before the supervisor hears why and
+    ends the run, which stops this process. The queue is drained meanwhile
+    so that capture never blocks on it.
+    """
+    deadline = time.monotonic() + FAILURE_GRACE_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(queue.Empty):
+            audio_q.get(timeout=left)
 
 
 class _RecognizerLoop:

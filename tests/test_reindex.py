@@ -101,7 +101,7 @@ def test_search_model_and_reindex_options_fail_in_one_line(korean_home, cli):
     root = korean_home.root
     cases = [
         (("search", "budget", "--home", root, "--model", "whisper"), "no transcripts by model"),
-        (("reindex", "--home", root), "--model NAME or --lang"),
+        (("reindex", "--home", root), "--model NAME, --lang xx or --engine"),
         (
             ("reindex", "--home", root, "--model", "pocketsphinx-en-us", "--since", "soon"),
             "--since",
