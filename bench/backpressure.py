@@ -4,6 +4,7 @@ Run from the project root::
 
     uv run python bench/backpressure.py               # 6 minutes of speech, paced at 1x
     uv run python bench/backpressure.py --minutes 3 --speed 0.5
+    uv run python bench/backpressure.py --helpers 1   # share the backlog (record --jobs 2)
 
 It joins the Festival meeting (``tests/data/festival/meeting.wav``, eight
 sentences, about 60 % speech) end to end into ``--minutes`` of audio and
@@ -11,7 +12,10 @@ ingests it paced at real time (``--realtime``: capture behaves as a live
 source and never waits for the recognizer) with the recognizer held to
 ``--speed`` x real time on speech (``EngineSpec(speed=...)``) and the
 shipped audio queue. The recognizer falls ever further behind and catches
-up from the segments on disk.
+up from the segments on disk; with ``--helpers N`` it hands pieces of a long
+backlog to N helper recognizers (as ``record --jobs N+1`` does). The held
+engine sleeps rather than computes, so with helpers this measures the
+hand-off (words and timing kept, backlog shared), not a CPU speed-up.
 
 It prints: audio captured vs fed (capture must miss no frame), the
 sentences found vs played (each exactly once, at its time), how far the
@@ -41,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.archive import Archive  # noqa: E402
 from pipeline.config import Home  # noqa: E402
+from pipeline.messages import HandedOff  # noqa: E402
 from pipeline.recognize import EngineSpec  # noqa: E402
 from pipeline.supervisor import ingest  # noqa: E402
 
@@ -51,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=6.0)
     parser.add_argument("--speed", type=float, default=0.3)
+    parser.add_argument("--helpers", type=int, default=0)
     args = parser.parse_args()
     meeting, rate = sf.read(str(MEETING), dtype="int16")
     sentences = json.loads(MEETING.with_suffix(".json").read_text())["sentences"]
@@ -71,14 +77,21 @@ def main() -> None:
         fed = copies * len(meeting) / rate
         print(
             f"{fed / 60:.1f} min of audio ({copies} x meeting.wav), recognizer at "
-            f"{args.speed}x real time on speech",
+            f"{args.speed}x real time on speech, {args.helpers} helpers",
             flush=True,
         )
         home = Home(Path(tmp) / "home")
         threading.Thread(target=sample, daemon=True).start()
         t0 = time.monotonic()
+        pieces: list = []
         report = ingest(
-            [source], home, EngineSpec(speed=args.speed), realtime=True, segment_seconds=60
+            [source],
+            home,
+            EngineSpec(speed=args.speed),
+            realtime=True,
+            segment_seconds=60,
+            helpers=args.helpers,
+            on_event=lambda e: pieces.extend(e.pieces) if isinstance(e, HandedOff) else None,
         )
         wall = time.monotonic() - t0
         done.set()
@@ -94,6 +107,8 @@ def main() -> None:
             f"wall {wall / 60:.1f} min; the recognizer finished "
             f"{(wall - fed) / 60:.1f} min after the audio ended"
         )
+        shared = sum(end - start for start, end in pieces)
+        print(f"backlog handed to helpers: {len(pieces)} pieces, {shared / 60:.1f} min of audio")
         print(
             f"audio: fed {fed:.1f} s, captured {session.seconds:.1f} s "
             f"(missed {fed - session.seconds:.1f} s)"
