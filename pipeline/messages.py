@@ -155,6 +155,18 @@ class Retranscribe:
 
 
 @dataclass(frozen=True)
+class Working:
+    """A helper recognizer took a piece of backlog (``job``), or finished it (None).
+
+    The supervisor keeps track, so a helper that dies mid-piece has its piece
+    given out again.
+    """
+
+    sender: str
+    job: Retranscribe | None
+
+
+@dataclass(frozen=True)
 class HandedOff:
     """A recognizer that fell behind gave pieces of its backlog to the helpers (seconds)."""
 

@@ -43,6 +43,7 @@ from .messages import (
     TranscriptDone,
     Utterance,
     Word,
+    Working,
 )
 from .process import become_child, nonblocking
 
@@ -558,6 +559,8 @@ def run_recognizer(
     loop = None
     try:
         loop = _RecognizerLoop(spec, index_q, home_root, status, partials=partials)
+        loop.sender = sender
+        loop.report = report_q.put if report_q is not None else None
         if helpers_q is not None and helpers > 0:
             loop.helpers_q, loop.helpers = helpers_q, helpers
         if not sender.startswith("helper"):
@@ -604,6 +607,8 @@ class _RecognizerLoop:
         self._engine: Engine | None = None
         self.helpers_q = None  # where pieces of a long backlog go, if helpers run
         self.helpers = 0
+        self.sender = "recognizer"
+        self.report = None  # must arrive: what a helper is working on
         self.index_q = index_q
         self.home = Path(home_root) if home_root else None
         self.status = status
@@ -653,6 +658,8 @@ class _RecognizerLoop:
         Its words go to a new transcript (``reindex``); progress is reported as
         it goes, and the end of the job makes the new transcript the default.
         """
+        if job.catch_up and self.report is not None:
+            self.report(Working(self.sender, job))
         disk = SessionOnDisk(self.home / "recordings", job.session, job.rate)
         step = RETRANSCRIBE_STEP_SECONDS * job.rate
         for (first, end), anchor in zip(job.runs, job.anchors, strict=True):
@@ -674,6 +681,8 @@ class _RecognizerLoop:
                     self.status(Progress(job.session, min(position, end) / job.rate))
             self._send(t.finish(), reindex=not job.catch_up)
         if job.catch_up:
+            if self.report is not None:
+                self.report(Working(self.sender, None))
             log.info(
                 "%s: recognized %.1f-%.1f s for a recognizer behind",
                 job.session,

@@ -36,7 +36,15 @@ from .housekeeping import Housekeeper, Upkeep
 from .index import Indexer, run_indexer
 from .lock import hold
 from .logs import collected
-from .messages import Capturing, ChildFailed, SessionIndexed, SourceFailed, Stop
+from .messages import (
+    Capturing,
+    ChildFailed,
+    Retranscribe,
+    SessionIndexed,
+    SourceFailed,
+    Stop,
+    Working,
+)
 from .process import start_children
 from .recognize import EngineSpec, run_recognizer
 from .repair import repair
@@ -304,7 +312,7 @@ def _run_processes(
         makers[name] = functools.partial(recognizer, name, helpers_q)
         queues[name] = [(helpers_q, "read"), (index_q, "write"), (report_q, "write")]
     makers["indexer"] = indexer
-    children = Children(makers, notify, queues, stop, lanes, helper_names)
+    children = Children(makers, notify, queues, stop, lanes, helper_names, helpers_q)
     with collected(home, log_q):
         keeper = Housekeeper(home, upkeep, index_q.put) if upkeep else None
         if keeper is not None:
@@ -363,10 +371,14 @@ class Children:
         stop,
         lanes: list[Lane],
         helpers: list[str] | None = None,
+        helpers_q=None,
     ) -> None:
         self.makers = makers
         self.lanes = lanes
         self.helpers = helpers or []  # recognizers that share a backlog
+        self.helpers_q = helpers_q  # the pieces of backlog they take
+        self.working: dict[str, Retranscribe] = {}  # helper → the piece it is on
+        self.finished: collections.deque[tuple[float, Retranscribe]] = collections.deque()
         self.queues = queues  # name → (queue, "read" | "write") the child uses
         self.notify = notify
         self.stop = stop
@@ -425,9 +437,23 @@ class Children:
             self.procs[name] = self.makers[name](self.capturing.get(name))
             start_children([self.procs[name]])
         else:
+            if name in self.working:  # its piece is given out again
+                self.helpers_q.put(self.working.pop(name))
             self.procs[name] = self.makers[name]()
             start_children([self.procs[name]])
         self.notify(Restarted(name, exit_code, self.restarts))
+
+    def track(self, msg: Working) -> None:
+        """Which piece of backlog each helper is on, and which were finished lately."""
+        if msg.job is not None:
+            self.working[msg.sender] = msg.job
+            return
+        job = self.working.pop(msg.sender, None)
+        now = time.monotonic()
+        if job is not None:
+            self.finished.append((now, job))
+        while self.finished and self.finished[0][0] < now - RESTART_WINDOW_SECONDS:
+            self.finished.popleft()
 
     def _restart_indexer(self) -> None:
         """What the dead indexer held is lost: the recognizers make it again.
@@ -443,6 +469,13 @@ class Children:
                 old.join(TERMINATE_SECONDS)
             for q, side in self.queues[lane.recognizer]:
                 _unstick(q, side)
+        # pieces of backlog whose words the dead indexer may have held: again (the
+        # new indexer drops what it already has)
+        for _, job in self.finished:
+            self.helpers_q.put(job)
+        for job in self.working.values():
+            self.helpers_q.put(job)
+        self.finished.clear()
         done = {lane.capture for lane in self.lanes if self.procs[lane.capture].exitcode == 0}
         self.procs["indexer"] = self.makers["indexer"](
             tuple(n for n in self.producers if n not in done)
@@ -548,6 +581,9 @@ def _watch(children, report_q, stop, report: RunReport, notify) -> None:
             return
         if isinstance(msg, Capturing):
             children.capturing[msg.sender] = msg
+            continue
+        if isinstance(msg, Working):
+            children.track(msg)
             continue
         if isinstance(msg, ChildFailed):
             raise ProcessDiedError(f"{msg.stage} failed: {msg.message}")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -206,13 +207,33 @@ def test_a_slow_recognizer_never_holds_capture_back_and_catches_up_from_disk(tmp
 
 
 def test_a_long_backlog_is_shared_with_helper_recognizers_cut_where_nobody_speaks(tmp_path):
-    """The 0.3x recognizer again, now with two helpers: they take pieces of its backlog."""
+    """The 0.3x recognizer again, with two helpers: they take pieces of its backlog.
+
+    Both helpers are killed a second after the hand-off, in the middle of the
+    longer piece: their pieces are given out again and nothing is lost.
+    """
     from pipeline.config import Home
     from pipeline.messages import HandedOff
     from pipeline.recognize import EngineSpec
-    from pipeline.supervisor import ingest
+    from pipeline.supervisor import Restarted, ingest
 
     handed: list[HandedOff] = []
+    restarted: list[str] = []
+
+    def kill_the_helpers() -> None:
+        time.sleep(1.0)
+        for name, pid in children(os.getpid()).items():
+            if name.startswith("pipe-helper"):
+                os.kill(pid, signal.SIGKILL)
+
+    def watch(event) -> None:
+        if isinstance(event, HandedOff):
+            if not handed:
+                threading.Thread(target=kill_the_helpers, daemon=True).start()
+            handed.append(event)
+        elif isinstance(event, Restarted):
+            restarted.append(event.name)
+
     report = ingest(
         [MEETING],
         Home(tmp_path),
@@ -221,10 +242,11 @@ def test_a_long_backlog_is_shared_with_helper_recognizers_cut_where_nobody_speak
         segment_seconds=5,
         queue_chunks=4,
         helpers=2,
-        on_event=lambda e: handed.append(e) if isinstance(e, HandedOff) else None,
+        on_event=watch,
     )
     pieces = [p for h in handed for p in h.pieces]
     assert len(pieces) >= 2, handed
+    assert sorted(restarted) == ["helper-1", "helper-2"]
     spoken = [(s["start"], s["end"]) for s in sentences(MEETING)]
     for start, end in pieces:  # cut in the pauses between sentences, not in words
         for edge in (start, end):
