@@ -52,6 +52,31 @@ class Moment:
     end: float
 
 
+@dataclass(frozen=True)
+class Said:
+    """One utterance as `pipeline show` prints it: times, engine, words with confidence."""
+
+    id: int
+    session_id: int
+    start: float
+    end: float
+    at: datetime
+    engine: str
+    words: tuple[tuple[str, float, float, float], ...]  # text, start, end, confidence
+
+    @property
+    def text(self) -> str:
+        return " ".join(w[0] for w in self.words)
+
+
+def _said(utt: schema.Utterance) -> Said:
+    words = tuple((w.text, w.start, w.end, w.confidence) for w in utt.words)
+    return Said(utt.id, utt.session_id, utt.start, utt.end, utt.at, utt.engine, words)
+
+
+CONTEXT_REACH_SECONDS = 120.0  # how far `--context` looks for words around a hit
+
+
 class Archive:
     """Read access to a data home: search, sessions, moments."""
 
@@ -60,8 +85,57 @@ class Archive:
         self.engine = open_database(self.home, readonly=True)
         migrate(self.engine)
 
-    def search(self, query: str, *, limit: int = 20, model: str | None = None) -> list[Hit]:
-        return search(self.engine, query, limit=limit, model=model)
+    def search(
+        self, query: str, *, limit: int = 20, fts: bool = False, rank: bool = False, **filters
+    ) -> list[Hit]:
+        """Hits for a phrase (or, with ``fts``, an FTS5 query); ``filters`` are the fields
+        of :class:`~pipeline.search.Filters` (since, until, session, source, device, model)."""
+        return search(self.engine, query, limit=limit, fts=fts, rank=rank, **filters)
+
+    def context(self, hit: Hit, words: int) -> tuple[list[str], list[str]]:
+        """Up to ``words`` words said just before and just after a hit's match, across
+        utterances, in the same transcript."""
+        u, w = schema.Utterance, schema.Word
+        transcript = select(u.transcript_id).where(u.id == hit.id).scalar_subquery()
+        near = select(w.text).join(u).where(u.transcript_id == transcript)
+        with db_errors(self.engine), DbSession(self.engine) as db:
+            before = db.scalars(
+                near.where(w.start < hit.start, u.start > hit.start - CONTEXT_REACH_SECONDS)
+                .order_by(w.start.desc())
+                .limit(words)
+            ).all()
+            after = db.scalars(
+                near.where(w.start >= hit.end - 0.01, u.start < hit.end + CONTEXT_REACH_SECONDS)
+                .order_by(w.start)
+                .limit(words)
+            ).all()
+        return list(reversed(before)), list(after)
+
+    def around(self, utterance_id: int, neighbours: int = 2) -> tuple[list[Said], int]:
+        """An utterance with ``neighbours`` before and after it in its transcript, with
+        their words; and the index of the asked one in that list."""
+        u = schema.Utterance
+        with db_errors(self.engine), DbSession(self.engine) as db:
+            utt = db.get(u, utterance_id)
+            if utt is None:
+                raise NotFoundError(f"no hit with id {utterance_id}; run `pipeline search` for ids")
+            same = select(u).where(
+                u.transcript_id == utt.transcript_id, u.session_id == utt.session_id
+            )
+            before = db.scalars(
+                same.where((u.start < utt.start) | ((u.start == utt.start) & (u.id < utt.id)))
+                .order_by(u.start.desc(), u.id.desc())
+                .limit(neighbours)
+                .options(selectinload(u.words))
+            ).all()
+            after = db.scalars(
+                same.where((u.start > utt.start) | ((u.start == utt.start) & (u.id > utt.id)))
+                .order_by(u.start, u.id)
+                .limit(neighbours)
+                .options(selectinload(u.words))
+            ).all()
+            rows = [*reversed(before), utt, *after]
+            return [_said(r) for r in rows], len(before)
 
     def sessions(self) -> list[SessionInfo]:
         utt_counts = (

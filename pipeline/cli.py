@@ -36,6 +36,7 @@ from .config import (
     resolve_home,
     set_value,
 )
+from .dates import parse_when
 from .errors import (
     CaptureError,
     ConfigError,
@@ -291,7 +292,7 @@ def reindex(
             "say which model to reindex with: --model NAME, --lang xx or --engine assemblyai"
         )
     spec = _engine(model, h, lang, engine)
-    after = _since(since) if since else None
+    after = _when("--since", since)
     if dry_run:
         _show_plan(plan_reindex(h, spec.label, session=session, since=after))
         return
@@ -346,21 +347,6 @@ def _show_plan(work: Plan) -> None:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _since(text: str) -> datetime:
-    """A local date or time (ISO), or a duration back from now (7d, 12h)."""
-    try:
-        return datetime.now().astimezone() - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).astimezone()
-    except ValueError:
-        raise ConfigError(
-            f"--since {text!r}: give a date (2026-11-01), a time (2026-11-01T09:00) "
-            "or a duration back from now (7d)"
-        ) from None
 
 
 def _jobs(option: int | None) -> int:
@@ -560,11 +546,43 @@ def search(
             "default: each session's newest."
         ),
     ] = None,
+    fts: Annotated[
+        bool, typer.Option("--fts", help="The query is FTS5 syntax: AND OR NOT NEAR(), word*.")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="From then on: 2026-11-01, yesterday, monday, 2h, 7d.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Before then (a date: to its end).")] = None,
+    session: Annotated[str | None, typer.Option(help="Only this session (id or key).")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only sessions recorded from: file, system or mic.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Only sessions whose device name or file path has this.")
+    ] = None,
+    rank: Annotated[bool, typer.Option("--rank", help="Best match first, not newest.")] = False,
+    context: Annotated[
+        int, typer.Option(help="Show this many words said before and after each match.")
+    ] = 0,
 ) -> None:
     """Find where a phrase was said, newest first."""
-    hits = Archive(_home(home)).search(phrase, limit=limit, model=model)
+    archive = Archive(_home(home))
+    hits = archive.search(
+        phrase,
+        limit=limit,
+        fts=fts,
+        rank=rank,
+        model=model,
+        since=_when("--since", since),
+        until=_when("--until", until, end=True),
+        session=session,
+        source=source,
+        device=device,
+    )
+    around = {h.id: archive.context(h, context) for h in hits} if context > 0 else {}
     if as_json:
-        out.print_json(json.dumps({"query": phrase, "hits": [_hit_json(h) for h in hits]}))
+        found = [_hit_json(h, around.get(h.id)) for h in hits]
+        out.print_json(json.dumps({"query": phrase, "hits": found}))
         return
     if not hits:
         err.print(f"no match for {phrase!r}")
@@ -579,8 +597,59 @@ def search(
         where = (
             f"{Path(h.segment).name} @ {_clock(h.segment_offset)}" if h.segment else "(no audio)"
         )
-        table.add_row(str(h.id), _local(h.at), str(h.session_id), where, _highlight(h))
+        text = _in_context(h, *around[h.id]) if h.id in around else _highlight(h)
+        table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text)
     out.print(table)
+
+
+def _when(option: str, text: str | None, *, end: bool = False) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_when(text, end=end)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+@app.command()
+def show(
+    hit_id: Annotated[int, typer.Argument(help="A hit id from `pipeline search`.")],
+    home: HomeOption = None,
+    around: Annotated[int, typer.Option(help="Utterances to show before and after it.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print an utterance with its neighbours, times, engine and each word's confidence."""
+    said, focus = Archive(_home(home)).around(hit_id, max(0, around))
+    if as_json:
+        out.print_json(json.dumps({"id": hit_id, "utterances": [_said_json(s) for s in said]}))
+        return
+    for i, s in enumerate(said):
+        line = Text(f"{s.id:>6}  {_local(s.at)}  {_clock(s.start)}–{_clock(s.end)}  ")
+        line.append(s.text, style="bold" if i == focus else "dim")
+        out.print(line)
+        if i == focus:
+            words = Table(box=None, header_style="bold", padding=(0, 2))
+            for name in ("word", "start", "end", "confidence"):
+                words.add_column(name, justify="left" if name == "word" else "right")
+            for text, start, end, confidence in s.words:
+                words.add_row(text, _clock(start), _clock(end), f"{confidence:.2f}")
+            out.print(words)
+            out.print(f"        heard by {s.engine}", style="dim")
+
+
+def _said_json(s) -> dict:
+    return {
+        "id": s.id,
+        "session_id": s.session_id,
+        "at": s.at.astimezone().isoformat(timespec="milliseconds"),
+        "start": s.start,
+        "end": s.end,
+        "engine": s.engine,
+        "text": s.text,
+        "words": [
+            {"text": t, "start": a, "end": b, "confidence": round(c, 3)} for t, a, b, c in s.words
+        ],
+    }
 
 
 @app.command()
@@ -659,7 +728,8 @@ def sessions(
 # --- formatting ------------------------------------------------------------------
 
 
-def _hit_json(h: Hit) -> dict:
+def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dict:
+    extra = {"before": " ".join(context[0]), "after": " ".join(context[1])} if context else {}
     return {
         "id": h.id,
         "at": h.at.astimezone().isoformat(timespec="milliseconds"),
@@ -673,7 +743,15 @@ def _hit_json(h: Hit) -> dict:
         "text": h.text,
         "match": " ".join(h.words[h.match[0] : h.match[1]]),
         "engine": h.engine,
+        **extra,
     }
+
+
+def _in_context(h: Hit, before: list[str], after: list[str]) -> Text:
+    text = Text(" ".join(["…", *before]) + " ", style="dim")
+    text.append(" ".join(h.words[h.match[0] : h.match[1]]), style="bold reverse")
+    text.append(" " + " ".join([*after, "…"]), style="dim")
+    return text
 
 
 def _highlight(h: Hit) -> Text:

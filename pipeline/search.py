@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
@@ -23,6 +24,13 @@ from .database import db_errors
 from .errors import QueryError
 
 MAX_QUERY_WORDS = 64
+MAX_QUERY_CHARS = 2000
+# English words too common to find anything by: a query of one or two of them alone is
+# refused ("to be or not to be" is a phrase worth finding; "the" is not)
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for from he her his i if in is it its me my no not of on or "  # noqa: SIM905
+    "our she so that the their them they this to up us was we were what with you your".split()
+)
 _TOKEN = re.compile(r"[^\W_]+")
 
 
@@ -36,9 +44,15 @@ def tokens(text_: str) -> list[str]:
 
 def phrase_query(query: str) -> str:
     """The FTS5 MATCH string for an exact phrase; QueryError if nothing is searchable."""
+    _check_length(query)
     words = tokens(query)
     if not words:
         raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
+    if len(words) < 3 and all(w in STOP_WORDS for w in words):
+        raise QueryError(
+            f"{query[:40]!r} has only common words, which are in nearly every utterance; "
+            "add a rarer word"
+        )
     if len(words) > MAX_QUERY_WORDS:
         raise QueryError(
             f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
@@ -70,40 +84,52 @@ class Hit:
         return " ".join(self.words)
 
 
-def search(engine: Engine, query: str, *, limit: int = 20, model: str | None = None) -> list[Hit]:
-    """Utterances containing the phrase, newest first.
+@dataclass(frozen=True)
+class Filters:
+    """What narrows a search besides the words (all optional)."""
+
+    since: datetime | None = None  # aware datetimes; compared in UTC
+    until: datetime | None = None
+    session: str | None = None  # an id or a key
+    source: str | None = None  # file, system or mic (system+mic sessions are both)
+    device: str | None = None  # part of the device's name or the file's path
+    model: str | None = None  # transcripts by this model instead of the default ones
+
+
+def search(
+    engine: Engine,
+    query: str,
+    *,
+    limit: int = 20,
+    fts: bool = False,
+    rank: bool = False,
+    filters: Filters | None = None,
+    **options,
+) -> list[Hit]:
+    """Utterances containing the phrase, newest first (``rank``: best first).
 
     Each session is searched in its default transcript (the newest complete
     one); ``model`` searches each session's newest transcript by that model
     instead (a name from `pipeline models list`, an engine label such as
     ``vosk:vosk-model-small-en-us-0.15``, or an engine such as ``vosk``).
+    ``fts``: the query is FTS5 syntax (AND, OR, NOT, NEAR, prefix*), not a
+    phrase. ``options`` are :class:`Filters` fields, as keywords.
     """
     if limit < 1:
         raise QueryError("--limit must be at least 1")
-    match = phrase_query(query)
-    wanted = tokens(query)
+    filters = filters or Filters(**options)
+    match = fts_query(query) if fts else phrase_query(query)
+    wanted = [t for t in tokens(query) if not fts or t.upper() not in FTS_WORDS]
     with db_errors(engine), DbSession(engine) as db:
-        if model is None:
-            which = (
-                "u.transcript_id = "
-                "(SELECT s.transcript_id FROM sessions AS s WHERE s.id = u.session_id)"
-            )
-            params: dict = {}
-        else:
-            labels = transcript_engines(db, model)
-            which = (
-                "u.transcript_id IN (SELECT max(t.id) FROM transcripts AS t "
-                "WHERE t.engine IN :labels GROUP BY t.session_id)"
-            )
-            params = {"labels": labels}
+        where, params = _where(db, filters)
+        order = "utterances_fts.rank" if rank else "u.at DESC, u.id DESC"
         sql = text(
             "SELECT u.id FROM utterances_fts JOIN utterances AS u ON u.id = utterances_fts.rowid "
-            f"WHERE utterances_fts MATCH :match AND {which} "
-            "ORDER BY u.at DESC, u.id DESC LIMIT :limit"
-        )
-        if model is not None:
-            sql = sql.bindparams(bindparam("labels", expanding=True))
-        ids = list(db.scalars(sql, {"match": match, "limit": limit, **params}))
+            "JOIN sessions AS s ON s.id = u.session_id "
+            f"WHERE utterances_fts MATCH :match AND {' AND '.join(where)} "
+            f"ORDER BY {order} LIMIT :limit"
+        ).bindparams(*_typed(params))
+        ids = _run(db, sql, {"match": match, "limit": limit, **params}, fts)
         rows = db.scalars(
             select(schema.Utterance)
             .where(schema.Utterance.id.in_(ids))
@@ -113,7 +139,91 @@ def search(engine: Engine, query: str, *, limit: int = 20, model: str | None = N
             )
         ).all()
         by_id = {u.id: u for u in rows}
-        return [_hit(by_id[i], wanted) for i in ids if i in by_id]
+        return [_hit(by_id[i], wanted, fts) for i in ids if i in by_id]
+
+
+FTS_WORDS = {"AND", "OR", "NOT", "NEAR"}
+# what SQLite says of a bad FTS5 query (not of a locked or broken database)
+_FTS_ERROR = re.compile(
+    r"fts5: (.*)|(unterminated string)|(unknown special query.*)|(no such column.*)"
+)
+
+
+def fts_query(query: str) -> str:
+    """The user's FTS5 query, checked only for being searchable at all."""
+    _check_length(query)
+    if not tokens(query):
+        raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
+    return query
+
+
+def _check_length(query: str) -> None:
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryError(
+            f"the query has {len(query)} characters; search for at most {MAX_QUERY_CHARS}"
+        )
+
+
+def _run(db: DbSession, sql, params: dict, fts: bool) -> list[int]:
+    """Run the search; an FTS5 syntax error becomes one line pointing at the problem."""
+    try:
+        return list(db.scalars(sql, params))
+    except OperationalError as exc:
+        found = _FTS_ERROR.search(str(exc.orig)) if fts else None
+        if found is None:
+            raise
+        problem = next(g for g in found.groups() if g)
+        raise QueryError(
+            f"--fts query {params['match'][:60]!r}: {problem}; see "
+            "https://sqlite.org/fts5.html#full_text_query_syntax (or search without --fts)"
+        ) from None
+
+
+def _where(db: DbSession, f: Filters) -> tuple[list[str], dict]:
+    """SQL conditions (on ``u`` utterances and ``s`` sessions) and their parameters."""
+    params: dict = {}
+    if f.model is None:
+        where = ["u.transcript_id = s.transcript_id"]
+    else:
+        where = [
+            "u.transcript_id IN (SELECT max(t.id) FROM transcripts AS t "
+            "WHERE t.engine IN :labels GROUP BY t.session_id)"
+        ]
+        params["labels"] = transcript_engines(db, f.model)
+    if f.since is not None:
+        where.append("u.at >= :since")
+        params["since"] = f.since
+    if f.until is not None:
+        where.append("u.at < :until")
+        params["until"] = f.until
+    if f.session is not None:
+        where.append("s.id = :session" if f.session.isdigit() else "s.key = :session")
+        params["session"] = int(f.session) if f.session.isdigit() else f.session
+    if f.source is not None:
+        kinds = [k for k in SOURCE_KINDS if f.source in k.split("+")]
+        if not kinds:
+            raise QueryError(f"--source must be one of file, system, mic (got {f.source!r})")
+        where.append("s.source_kind IN :kinds")
+        params["kinds"] = kinds
+    if f.device is not None:
+        where.append("lower(s.source) LIKE :device ESCAPE '\\'")
+        escaped = re.sub(r"([\\%_])", r"\\\1", f.device.lower())
+        params["device"] = f"%{escaped}%"
+    return where, params
+
+
+SOURCE_KINDS = ("file", "system", "mic", "system+mic")
+
+
+def _typed(params: dict) -> list:
+    """Bind parameters that need a type: times as the archive stores them, lists expanded."""
+    out = []
+    for name, value in params.items():
+        if isinstance(value, datetime):
+            out.append(bindparam(name, type_=schema.UTCDateTime()))
+        elif isinstance(value, list):
+            out.append(bindparam(name, expanding=True))
+    return out
 
 
 def transcript_engines(db: DbSession, model: str) -> list[str]:
@@ -132,8 +242,8 @@ def _names(label: str) -> set[str]:
     return {label, kind, name, label.replace(":", "-")}
 
 
-def _hit(utt: schema.Utterance, wanted: list[str]) -> Hit:
-    first, last = locate(utt.words, wanted)
+def _hit(utt: schema.Utterance, wanted: list[str], any_word: bool = False) -> Hit:
+    first, last = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
     words = utt.words
     start = words[first].start if words else utt.start
     end = words[last - 1].end if words else utt.end
@@ -164,6 +274,14 @@ def locate(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
     for k in range(len(flat) - n + 1):
         if [t for t, _ in flat[k : k + n]] == wanted:
             return flat[k][1], flat[k + n - 1][1] + 1
+    return 0, len(words)
+
+
+def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
+    """The first word that is (or, for a prefix query, starts like) one of ``wanted``."""
+    for i, w in enumerate(words):
+        if any(t.startswith(x) for t in tokens(w.text) for x in wanted):
+            return i, i + 1
     return 0, len(words)
 
 

@@ -14,9 +14,11 @@ from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
 from pipeline.search import phrase_query, search, tokens
 
 
-def add_session(db, key: str, started_at: datetime, texts: list[str]) -> None:
+def add_session(
+    db, key: str, started_at: datetime, texts: list[str], kind: str = "file", source: str = ""
+) -> None:
     """Write a session of utterances through the real indexer, one every 10 s."""
-    msgs: list = [SessionStarted(key, "file", f"{key}.wav", started_at, 16000, 1)]
+    msgs: list = [SessionStarted(key, kind, source or f"{key}.wav", started_at, 16000, 1)]
     for i, text in enumerate(texts):
         words = tuple(
             Word(w, 10 * i + 0.5 * j, 10 * i + 0.5 * j + 0.4, 0.9)
@@ -75,10 +77,18 @@ def test_fts5_syntax_is_searched_literally_never_parsed(db, query):
 def test_syntax_words_are_found_as_words(db):
     add_session(db, "a", T0, ["this and that or not", "near the end"])
     assert [h.text for h in search(db, "AND that OR")] == ["this and that or not"]
-    assert [h.text for h in search(db, "OR that")] == []
+    assert [h.text for h in search(db, "that OR this")] == []
     assert [h.text for h in search(db, "that OR not")] == ["this and that or not"]
     assert [h.text for h in search(db, "NEAR(")] == ["near the end"]
     assert search(db, "budg*") == []
+
+
+def test_one_or_two_common_words_alone_are_refused_but_a_phrase_of_them_is_not(db):
+    add_session(db, "a", T0, ["to be or not to be that is the question"])
+    for query in ("the", "THE, a", "or that"):
+        with pytest.raises(QueryError, match="only common words"):
+            search(db, query)
+    assert len(search(db, "to be or not to be")) == 1
 
 
 @pytest.mark.parametrize("query", ["🎉", "", "   ", "!!!", '""', "*"])
@@ -128,3 +138,125 @@ def test_cli_bad_query_is_one_line_and_non_zero(cli, meeting_home):
     result = cli("search", "🎉", "--home", meeting_home.root)
     assert result.exit_code == QueryError.exit_code
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+# --- query language, filters, context (search power) ------------------------------
+
+
+def test_fts_syntax_when_asked_for(db):
+    add_session(db, "a", T0, ["the budget review is on monday", "review the budgeting plan"])
+    texts = lambda q: sorted(h.text for h in search(db, q, fts=True))  # noqa: E731
+    assert texts("budget AND monday") == ["the budget review is on monday"]
+    assert texts("monday OR plan") == [
+        "review the budgeting plan",
+        "the budget review is on monday",
+    ]
+    assert texts("review NOT monday") == ["review the budgeting plan"]
+    assert texts("budg*") == ["review the budgeting plan", "the budget review is on monday"]
+    assert texts("NEAR(budget monday, 3)") == ["the budget review is on monday"]
+    [hit] = search(db, "budgeting", fts=True)
+    assert hit.words[hit.match[0] : hit.match[1]] == ("budgeting",)
+
+
+@pytest.mark.parametrize("query", ['"unbalanced', "budget AND", "NEAR(budget", "AND OR"])
+def test_an_fts_syntax_error_is_one_line_that_points_at_it(db, query):
+    add_session(db, "a", T0, ["the budget review"])
+    with pytest.raises(QueryError, match="--fts query") as info:
+        search(db, query, fts=True)
+    assert "\n" not in str(info.value) and "syntax" in str(info.value)
+
+
+def test_filters_by_time_session_source_and_device(db):
+    add_session(db, "jan", T0, ["the budget review"], kind="system", source="speakers.monitor")
+    add_session(db, "feb", T0 + timedelta(days=31), ["the budget review"], kind="mic")
+    add_session(db, "mar", T0 + timedelta(days=59), ["the budget review"], source="/x/talk_1.wav")
+    keys = lambda **f: sorted(h.session_key for h in search(db, "budget review", **f))  # noqa: E731
+    assert keys() == ["feb", "jan", "mar"]
+    assert keys(since=T0 + timedelta(days=1)) == ["feb", "mar"]
+    assert keys(until=T0 + timedelta(days=40)) == ["feb", "jan"]
+    assert keys(session="feb") == ["feb"]
+    assert keys(session=str(search(db, "budget review", session="mar")[0].session_id)) == ["mar"]
+    assert keys(source="system") == ["jan"] and keys(source="mic") == ["feb"]
+    assert keys(source="file") == ["mar"]
+    assert keys(device="SPEAKERS") == ["jan"] and keys(device="talk_") == ["mar"]
+    assert keys(device="%") == []  # LIKE wildcards are searched literally
+    with pytest.raises(QueryError, match="--source"):
+        search(db, "budget review", source="radio")
+
+
+def test_rank_puts_the_best_match_first(db):
+    add_session(
+        db,
+        "a",
+        T0,
+        ["budget budget budget review of the budget", "a word about the budget and more words"],
+    )
+    assert [h.text[:6] for h in search(db, "budget", fts=True, rank=True)] == ["budget", "a word"]
+    assert [h.text[:6] for h in search(db, "budget", fts=True)] == ["a word", "budget"]
+
+
+def test_context_reaches_into_the_neighbouring_utterances(db):
+    add_session(db, "a", T0, ["we met on monday", "the budget review went well", "see you soon"])
+    archive = Archive.__new__(Archive)
+    archive.engine = db
+    [hit] = search(db, "budget review")
+    before, after = archive.context(hit, 3)
+    assert before == ["on", "monday", "the"] and after == ["went", "well", "see"]
+
+
+def test_cli_search_context_show_and_filters(cli, meeting_home):
+    root = meeting_home.root
+    phrase = "quarterly sales report"
+    result = cli("search", phrase, "--home", root, "--context", "2", "--json")
+    [hit] = json.loads(result.stdout)["hits"]
+    assert hit["before"] == "send the" and hit["after"] == "to the"
+    none = cli("search", phrase, "--home", root, "--since", "1h", "--until", "30m", "--json")
+    assert json.loads(none.stdout)["hits"] == []
+    today = cli("search", phrase, "--home", root, "--since", "yesterday", "--json")
+    assert len(json.loads(today.stdout)["hits"]) == 1
+
+    shown = cli("show", str(hit["id"]), "--home", root)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert any(phrase in line for line in lines)
+    assert "confidence" in shown.stdout and "heard by pocketsphinx:en-us" in shown.stdout
+    doc = json.loads(cli("show", str(hit["id"]), "--home", root, "--json", "--around", "1").stdout)
+    assert [u["id"] for u in doc["utterances"]] == [hit["id"] - 1, hit["id"], hit["id"] + 1]
+    assert all(0 <= w["confidence"] <= 1 for w in doc["utterances"][1]["words"])
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("search", "x" * 10_000), "characters"),
+        (("search", "budget", "--since", "the day after"), "--since"),
+        (("search", "budget", "--until", "soonish"), "--until"),
+        (("search", '"unbalanced', "--fts"), "--fts query"),
+        (("search", "\x00\x01\x02\x7f\udcff\udcfe"), "nothing to search for"),  # undecodable
+        (("search", "the"), "only common words"),
+        (("show", "999999"), "no hit with id"),
+    ],
+)
+def test_cli_bad_search_input_is_one_line(cli, meeting_home, args, expected):
+    result = cli(*args, "--home", meeting_home.root)
+    assert result.exit_code != 0
+    assert expected in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_times_are_read_as_people_type_them():
+    from pipeline.dates import parse_when
+
+    now = datetime(2026, 11, 25, 15, 30).astimezone()  # a Wednesday
+    day = now.replace(hour=0, minute=0)
+    assert parse_when("yesterday", now=now) == day - timedelta(days=1)
+    assert parse_when("yesterday", now=now, end=True) == day
+    assert parse_when("monday", now=now) == day - timedelta(days=2)
+    assert parse_when("wednesday", now=now) == day
+    assert parse_when("2h", now=now) == now - timedelta(hours=2)
+    assert parse_when("7d ago", now=now) == now - timedelta(days=7)
+    assert parse_when("2026-11-01", now=now) == datetime(2026, 11, 1).astimezone()
+    assert parse_when("2026-11-01", end=True, now=now) == datetime(2026, 11, 2).astimezone()
+    assert parse_when("2026-11-01T09:00+00:00", now=now) == datetime(2026, 11, 1, 9, tzinfo=UTC)
+    with pytest.raises(ValueError, match="yesterday"):
+        parse_when("someday", now=now)
