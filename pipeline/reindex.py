@@ -91,9 +91,12 @@ def plan(
 
 def _chosen(db: DbSession, session: str | None, since: datetime | None) -> list[schema.Session]:
     stmt = select(schema.Session).order_by(schema.Session.started_at)
-    if session is not None:
-        key = schema.Session.id == int(session) if session.isdigit() else None
-        stmt = stmt.where(key if key is not None else schema.Session.key == session)
+    if session is not None:  # an id or a key
+        stmt = stmt.where(
+            schema.Session.id == int(session)
+            if session.isdigit()
+            else schema.Session.key == session
+        )
     if since is not None:
         stmt = stmt.where(schema.Session.started_at >= since)
     sessions = list(db.scalars(stmt))
