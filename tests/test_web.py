@@ -313,12 +313,21 @@ def test_page_finds_a_phrase_and_plays_its_moment(browser, meeting_url):
 
 
 def test_page_shows_a_bad_query_as_one_line(browser, meeting_url):
-    search_in_page(browser, meeting_url, "!!!")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    search_in_page(browser, meeting_url, "finance team")
+    wait_for(browser, "document.querySelectorAll('#results .text').length == 1")
+    box = browser.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("!!!", Keys.ENTER)
     error = wait_for(
         browser,
         "!document.getElementById('error').hidden && document.getElementById('error').textContent",
     )
     assert error.startswith("nothing to search for") and "\n" not in error
+    # the hits of the search before are gone, not left under the error as if they were its
+    assert browser.execute_script("return document.querySelectorAll('#results li').length") == 0
 
 
 def test_page_shows_markup_in_transcripts_as_text(browser, xss_url):
