@@ -945,6 +945,35 @@ def service_install(
     out.print(f"  systemctl --user enable --now {target.stem}", markup=False)
 
 
+@app.command()
+def serve(
+    home: HomeOption = None,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")
+    ] = 8765,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on; anything but loopback lets others in."),
+    ] = "127.0.0.1",
+) -> None:
+    """Search and listen in the browser: a local web page, until Ctrl+C."""
+    from .web import WebServer  # Starlette and uvicorn load only for this command
+
+    server = WebServer(_home(home), host=host, port=port)
+    if not server.loopback:
+        err.print(
+            f"warning: listening on {server.host}: anyone who can reach this machine can "
+            "search and hear the archive (there is no password)",
+            markup=False,
+        )
+    server.run(
+        ready=lambda: out.print(
+            f"serving {server.url} — open it in a browser; Ctrl+C to stop", markup=False
+        )
+    )
+    out.print("stopped", markup=False)
+
+
 def main() -> None:
     setup_cli(0)
     # SIGINT stops a recording, even when started in the background of a script, where

@@ -1,0 +1,349 @@
+"""The web page: `pipeline serve` answers searches, streams each moment, and shows them safely.
+
+The API is tested over HTTP against a real server on a free port; the page in a
+real headless Chromium driven by Selenium (skipped where Debian's `chromium`
+and `chromium-driver` are missing; `.ci/run` installs them).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+import soundfile as sf
+
+from pipeline.config import Home
+from pipeline.index import Indexer
+from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
+from pipeline.web import WebServer
+
+from .conftest import MEETING, sentences
+
+PADDING = 1.5  # the clip endpoint's default context either side
+SENTENCE = sentences(MEETING)[1]  # "please send the quarterly sales report to the finance team"
+XSS = ["<script>window.pwned=1</script>", "<img src=x onerror=window.pwned=2>"]
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """Status, headers and body of a GET, error statuses included."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    status, _, body = get(url)
+    return status, json.loads(body)
+
+
+class Running:
+    """A WebServer running in a thread for the length of a with-block."""
+
+    def __init__(self, home: Home) -> None:
+        self.server = WebServer(home, port=0)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self.server.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def meeting_url(meeting_home):
+    with Running(meeting_home) as url:
+        yield url
+
+
+@pytest.fixture
+def xss_url(home, db):
+    """An archive whose transcript is markup, written through the real indexer."""
+    key = "<b onmouseover=window.pwned=3>x"
+    msgs: list = [
+        SessionStarted(key, "file", f"{key}.wav", datetime(2026, 1, 5, tzinfo=UTC), 16000, 1)
+    ]
+    for i, text in enumerate(XSS):
+        words = tuple(
+            Word(w, 10 * i + 0.5 * j, 10 * i + 0.5 * j + 0.4, 0.9)
+            for j, w in enumerate(text.split())
+        )
+        msgs.append(Utterance(key, 10 * i, 10 * i + 5, words, "test"))
+    msgs.append(SessionEnded(key, 16000 * 10 * len(XSS), 16000))
+    Indexer(db).write(msgs)
+    with Running(home) as url:
+        yield url
+
+
+def wav_seconds(body: bytes) -> float:
+    info = sf.info(io.BytesIO(body))
+    assert info.format == "WAV"
+    return info.frames / info.samplerate
+
+
+def clip_seconds(hit: dict, before: float = PADDING, after: float = PADDING) -> float:
+    """What the clip of a hit should last: the utterance and its padding (not before 0)."""
+    return hit["utterance_end"] + after - max(0.0, hit["utterance_start"] - before)
+
+
+# --- the JSON API --------------------------------------------------------------------
+
+
+def test_search_finds_a_phrase_at_its_time(meeting_url):
+    status, body = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))
+    assert status == 200
+    [hit] = body["hits"]
+    assert hit["text"] == SENTENCE["text"]
+    assert SENTENCE["start"] - 1.0 <= hit["start"] <= SENTENCE["end"]
+    first, last = hit["match"]
+    assert " ".join(hit["words"][first:last]) == SENTENCE["phrase"]
+    assert hit["audio"] and hit["clip"] == f"/api/clip/{hit['id']}.wav"
+    assert datetime.fromisoformat(hit["at"]).tzinfo is not None
+
+
+def test_search_limit_and_no_match(meeting_url):
+    status, body = get_json(meeting_url + "api/search?q=the&limit=2")
+    assert status == 200 and len(body["hits"]) == 2
+    status, body = get_json(meeting_url + "api/search?q=purple+elephant")
+    assert status == 200 and body["hits"] == []
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("q=%22%22", "nothing to search for"),
+        ("q=", "nothing to search for"),
+        ("q=the&limit=0", "limit must be between 1 and 500"),
+        ("q=the&limit=many", "limit must be a number"),
+    ],
+)
+def test_a_bad_query_is_a_400_with_one_line(meeting_url, query, message):
+    status, body = get_json(meeting_url + "api/search?" + query)
+    assert status == 400
+    assert message in body["error"] and "\n" not in body["error"]
+
+
+def test_clip_is_a_wav_of_the_utterance_and_its_padding(meeting_url):
+    _, body = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))
+    hit = body["hits"][0]
+    status, headers, wav = get(meeting_url + hit["clip"].lstrip("/"))
+    assert status == 200
+    assert headers["content-type"] == "audio/wav"
+    assert int(headers["content-length"]) == len(wav)
+    assert wav_seconds(wav) == pytest.approx(clip_seconds(hit), abs=1e-3)
+
+    _, _, wav = get(meeting_url + hit["clip"].lstrip("/") + "?before=0.5&after=0.25")
+    assert wav_seconds(wav) == pytest.approx(clip_seconds(hit, 0.5, 0.25), abs=1e-3)
+
+
+def test_clip_serves_byte_ranges_for_seeking(meeting_url):
+    _, body = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))
+    url = meeting_url + body["hits"][0]["clip"].lstrip("/")
+    _, _, whole = get(url)
+    status, headers, part = get(url, {"Range": "bytes=100-199"})
+    assert status == 206 and part == whole[100:200]
+    assert headers["content-range"] == f"bytes 100-199/{len(whole)}"
+    status, _, tail = get(url, {"Range": "bytes=-100"})
+    assert status == 206 and tail == whole[-100:]
+
+
+@pytest.mark.parametrize("hit_id", ["99999", "abc", "²", "9" * 30])
+def test_an_unknown_clip_is_a_404_json(meeting_url, hit_id):
+    status, body = get_json(meeting_url + f"api/clip/{urllib.parse.quote(hit_id)}.wav")
+    assert status == 404
+    assert "no hit with id" in body["error"]
+
+
+def test_bad_padding_is_a_400(meeting_url):
+    status, body = get_json(meeting_url + "api/clip/1.wav?before=-1")
+    assert status == 400 and "before must be between" in body["error"]
+
+
+def test_only_loopback_host_names_are_answered(meeting_url):
+    """A page elsewhere that rebinds its own name to 127.0.0.1 gets nothing."""
+    port = meeting_url.rsplit(":", 1)[1].strip("/")
+    status, _, _ = get(meeting_url, {"Host": f"evil.example:{port}"})
+    assert status == 421
+    status, headers, page = get(meeting_url, {"Host": f"localhost:{port}"})
+    assert status == 200 and b'id="results"' in page
+    assert "script-src 'sha256-" in headers["content-security-policy"]
+
+
+def test_the_page_is_package_data():
+    """Read through importlib.resources, as from an installed wheel (hatch ships pipeline/data/)."""
+    from pipeline.web import page_html
+
+    assert "<script>" in page_html()
+
+
+# --- the CLI command -----------------------------------------------------------------
+
+
+def start_serve(home: Home, *args: str) -> tuple[subprocess.Popen, str]:
+    """`pipeline serve` as a real process; returns it and the URL it printed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--home", str(home.root), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("serving http://"), line + proc.stderr.read()
+    return proc, line.split()[1]
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_it_cleanly(meeting_home, how):
+    proc, url = start_serve(meeting_home)
+    assert get_json(url + "api/search?q=finance+team")[0] == 200
+    proc.send_signal(how)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err and err == ""
+
+
+def test_a_host_other_than_loopback_is_warned_about(meeting_home):
+    proc, url = start_serve(meeting_home, "--host", "0.0.0.0")
+    try:
+        assert url.startswith("http://0.0.0.0:")
+        warning = proc.stderr.readline()
+        assert warning.startswith("warning: listening on 0.0.0.0") and "no password" in warning
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(cli, meeting_home):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--home", meeting_home.root, "--port", str(port))
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is already in use (another `pipeline serve`?); "
+        "pick another with --port"
+    ]
+    assert "Traceback" not in result.output
+
+
+def test_serving_an_empty_home_says_what_to_do(cli, tmp_path):
+    result = cli("serve", "--home", tmp_path / "nothing", "--port", "0")
+    assert result.exit_code == 5
+    assert "no archive at" in result.stderr and "pipeline ingest" in result.stderr
+
+
+# --- the page in a real browser ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--mute-audio"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    yield chrome
+    chrome.quit()
+
+
+def wait_for(browser, script: str, timeout: float = 15.0):
+    """Poll a JS expression until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while not (value := browser.execute_script("return " + script)):
+        assert time.monotonic() < deadline, f"timed out waiting for {script}"
+        time.sleep(0.05)
+    return value
+
+
+def search_in_page(browser, url: str, phrase: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(url)
+    box = browser.find_element(By.ID, "q")
+    box.send_keys(phrase, Keys.ENTER)
+
+
+def test_page_finds_a_phrase_and_plays_its_moment(browser, meeting_url):
+    search_in_page(browser, meeting_url, SENTENCE["phrase"])
+    text = wait_for(browser, "document.querySelector('#results .text')?.textContent")
+    assert text == SENTENCE["text"]
+    marked = browser.execute_script(
+        "return [...document.querySelectorAll('#results mark')].map(m => m.textContent)"
+    )
+    assert " ".join(marked) == SENTENCE["phrase"]
+    assert browser.execute_script("return document.querySelectorAll('#timeline .dot').length") == 1
+
+    wait_for(browser, "document.querySelector('#results audio').readyState >= 1")
+    duration = browser.execute_script("return document.querySelector('#results audio').duration")
+    _, body = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))
+    assert duration == pytest.approx(clip_seconds(body["hits"][0]), abs=0.1)
+
+
+def test_page_shows_a_bad_query_as_one_line(browser, meeting_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    search_in_page(browser, meeting_url, "finance team")
+    wait_for(browser, "document.querySelectorAll('#results .text').length == 1")
+    box = browser.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("!!!", Keys.ENTER)
+    error = wait_for(
+        browser,
+        "!document.getElementById('error').hidden && document.getElementById('error').textContent",
+    )
+    assert error.startswith("nothing to search for") and "\n" not in error
+    # the hits of the search before are gone, not left under the error as if they were its
+    assert browser.execute_script("return document.querySelectorAll('#results li').length") == 0
+
+
+def test_page_shows_markup_in_transcripts_as_text(browser, xss_url):
+    search_in_page(browser, xss_url, "window pwned")
+    wait_for(browser, "document.querySelectorAll('#results .text').length == 2")
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#results .text')].map(p => p.textContent)"
+    )
+    assert sorted(shown) == sorted(XSS)
+    assert (
+        browser.execute_script(
+            "return document.querySelectorAll('#results script, #results img').length"
+        )
+        == 0
+    )
+    source = browser.execute_script("return document.querySelector('#results .source').textContent")
+    assert source == "<b onmouseover=window.pwned=3>x.wav"
+    time.sleep(0.3)  # an onerror would have fired by now
+    assert browser.execute_script("return typeof window.pwned") == "undefined"
