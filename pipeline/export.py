@@ -159,7 +159,7 @@ def _labels(db: DbSession, ids: set[int | None]) -> dict[int | None, str]:
     rows = db.execute(
         select(schema.Transcript.id, schema.Transcript.engine).where(schema.Transcript.id.in_(ids))
     )
-    return dict(rows.tuples().all())
+    return {id_: label for id_, label in rows}
 
 
 def _empty_label(db: DbSession, s: schema.Session, model: str | None) -> str | None:
