@@ -134,12 +134,12 @@ def _sessions(archive: Archive, ids: set[int]) -> dict[int, schema.Session]:
 
 def _conform(frames: np.ndarray, rate: int, to_rate: int, channels: int) -> np.ndarray:
     """Frames at ``to_rate`` with ``channels`` channels (a mono clip is copied to each)."""
-    if frames.shape[1] != channels:
-        frames = frames[:, np.arange(channels) % frames.shape[1]]
     if rate != to_rate and len(frames):
         import soxr
 
         frames = soxr.resample(np.ascontiguousarray(frames), rate, to_rate)
+    if frames.shape[1] != channels:  # after resampling: each copy the same samples
+        frames = frames[:, np.arange(channels) % frames.shape[1]]
     return np.ascontiguousarray(frames, dtype=np.int16)
 
 
