@@ -17,13 +17,12 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
 from . import replay, schema
+from . import supercut as cutting
 from .config import Home, resolve_home
 from .database import db_errors, migrate, open_database
 from .errors import NotFoundError
 from .export import SessionText, check_format, load, render
 from .search import Hit, search
-from .supercut import Supercut
-from .supercut import supercut as cut
 
 
 @dataclass(frozen=True)
@@ -177,6 +176,28 @@ class Archive:
         found = self.transcripts(session, since=since, until=until, model=model)
         return render(found, format)
 
-    def supercut(self, phrase: str, out: str | Path, **options) -> Supercut:
-        """Every hit of ``phrase`` cut and joined into ``out`` (see :mod:`pipeline.supercut`)."""
-        return cut(self, phrase, out, **options)
+    def supercut(
+        self,
+        phrase: str,
+        out: str | Path,
+        *,
+        before: float = cutting.DEFAULT_PADDING_SECONDS,
+        after: float = cutting.DEFAULT_PADDING_SECONDS,
+        gap: float = cutting.DEFAULT_GAP_SECONDS,
+        limit: int = cutting.DEFAULT_LIMIT,
+        model: str | None = None,
+        listing: str | Path | None = None,
+    ) -> cutting.Supercut:
+        """Every hit of ``phrase`` cut and joined into ``out``; ``listing`` (.json, .csv)
+        gets the list of clips (see :mod:`pipeline.supercut`)."""
+        return cutting.supercut(
+            self,
+            phrase,
+            out,
+            before=before,
+            after=after,
+            gap=gap,
+            limit=limit,
+            model=model,
+            listing=listing,
+        )

@@ -677,7 +677,7 @@ def export_command(
         typer.Option(help="Every session's words since then: 2026-11-01, 2026-11-01T09:00, 7d."),
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="...and before then (a bare date includes that day).")
+        str | None, typer.Option(help="Only words before then (a bare date includes that day).")
     ] = None,
     model: Annotated[
         str | None,

@@ -16,9 +16,11 @@ import soundfile as sf
 
 from pipeline import errors
 from pipeline.archive import Archive
+from pipeline.config import Home
 from pipeline.supercut import _conform
+from pipeline.supervisor import ingest
 
-from .conftest import MEETING, sentences
+from .conftest import MEETING, MEETING_FLAC, sentences
 from .test_errors import assert_one_line
 
 RATE = 16000
@@ -109,6 +111,33 @@ def test_a_hit_whose_audio_is_gone_is_skipped_with_a_note(cli, two_meetings_home
     assert result.exit_code == 0, result.output
     assert f"skipped hit {hit.id}: the audio file" in result.stderr
     assert "(1 clip, " in result.stdout
+
+
+@pytest.fixture(scope="module")
+def mixed_home(tmp_path_factory) -> Home:
+    """The meeting at 16 kHz mono and at 44.1 kHz stereo: two sessions of different formats."""
+    home = Home(tmp_path_factory.mktemp("mixed") / "home").ensure()
+    report = ingest([MEETING, MEETING_FLAC], home, segment_seconds=10.0)
+    assert not report.failed and len(report.indexed) == 2
+    return home
+
+
+def test_sessions_of_other_formats_are_joined_at_the_highest(mixed_home, tmp_path):
+    cut = Archive(mixed_home).supercut("bring your laptop", tmp_path / "m.wav", gap=0.25)
+    info = sf.info(str(cut.path))
+    assert (info.samplerate, info.channels) == (44100, 2) == (cut.rate, cut.channels)
+    assert len(cut.clips) == 2
+    assert info.frames == sum(round(c.seconds * 44100) for c in cut.clips) + round(0.25 * 44100)
+    data, _ = sf.read(str(cut.path), dtype="int16")
+    original, rate = sf.read(str(MEETING_FLAC), dtype="int16")
+    flac_session = next(s.id for s in Archive(mixed_home).sessions() if s.rate == 44100)
+    (clip,) = [c for c in cut.clips if c.session_id == flac_session]  # copied as it is
+    at, n, first = round(clip.offset * rate), round(clip.seconds * rate), round(clip.start * rate)
+    assert np.array_equal(data[at : at + n], original[first : first + n])
+    (other,) = [c for c in cut.clips if c.session_id != flac_session]  # resampled, both channels
+    at, n = round(other.offset * rate), round(other.seconds * rate)
+    assert np.array_equal(data[at : at + n, 0], data[at : at + n, 1])
+    assert np.abs(data[at : at + n]).max() > 1000  # speech, not silence
 
 
 def test_sessions_of_other_rates_are_brought_to_the_highest():
