@@ -122,12 +122,14 @@ def load(
             stmt = stmt.where(schema.Utterance.at < until)
         utterances = list(db.scalars(stmt))
         sessions = {one.id: one} if one is not None else {}
+        grouped: dict[int, list[schema.Utterance]] = {}
         for u in utterances:
             sessions.setdefault(u.session_id, u.session)
+            grouped.setdefault(u.session_id, []).append(u)
         labels = _labels(db, {u.transcript_id for u in utterances})
         texts = []
         for s in sessions.values():
-            mine = [u for u in utterances if u.session_id == s.id]
+            mine = grouped.get(s.id, [])
             label = labels.get(mine[0].transcript_id) if mine else _empty_label(db, s, model)
             texts.append(_session_text(s, label, mine))
         return texts
