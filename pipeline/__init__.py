@@ -7,7 +7,14 @@ __version__ = "0.1.0"
 
 # The archive and search pull in SQLAlchemy and Alembic (over a second to import);
 # every child process imports this package first, so they load only when asked for.
-_LAZY = {"Archive": "archive", "Moment": "archive", "SessionInfo": "archive", "Hit": "search"}
+_LAZY = {
+    "Archive": "archive",
+    "Moment": "archive",
+    "SessionInfo": "archive",
+    "Hit": "search",
+    "SessionText": "export",
+    "Supercut": "supercut",
+}
 
 
 def __getattr__(name: str):

@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
 from . import replay, schema
+from . import supercut as cutting
 from .config import Home, resolve_home
 from .database import db_errors, migrate, open_database
 from .errors import NotFoundError
+from .export import SessionText, check_format, load, render
 from .search import Hit, search
 
 
@@ -189,12 +191,13 @@ class Archive:
 
     def moment(
         self,
-        hit_id: int,
+        hit_id: int | Hit,
         *,
         before: float = replay.DEFAULT_PADDING_SECONDS,
         after: float = replay.DEFAULT_PADDING_SECONDS,
     ) -> Moment:
-        """The audio of utterance ``hit_id`` with ``before``/``after`` seconds around it."""
+        """The audio of utterance ``hit_id`` (or a Hit's) with ``before``/``after`` seconds."""
+        hit_id = hit_id.id if isinstance(hit_id, Hit) else hit_id
         with db_errors(self.engine), DbSession(self.engine) as db:
             utt = db.scalar(
                 select(schema.Utterance)
@@ -213,11 +216,62 @@ class Archive:
                 frames, session.rate, session.id, start, start + len(frames) / session.rate
             )
 
-    def clip(self, hit_id: int, out: str | Path, **padding: float) -> Path:
+    def clip(self, hit_id: int | Hit, out: str | Path, **padding: float) -> Path:
         m = self.moment(hit_id, **padding)
         return replay.write_clip(m.frames, m.rate, Path(out))
 
-    def play(self, hit_id: int, **padding: float) -> Moment:
+    def play(self, hit_id: int | Hit, **padding: float) -> Moment:
         m = self.moment(hit_id, **padding)
         replay.play(m.frames, m.rate)
         return m
+
+    def transcripts(
+        self,
+        session: int | str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+    ) -> list[SessionText]:
+        """A session's transcript (by id or key), or every session's words in [since, until)."""
+        return load(self.engine, session=session, since=since, until=until, model=model)
+
+    def export(
+        self,
+        session: int | str | None = None,
+        format: str = "txt",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model: str | None = None,
+    ) -> str:
+        """The transcript as txt, srt, vtt or json text (see :mod:`pipeline.export`)."""
+        check_format(format)
+        found = self.transcripts(session, since=since, until=until, model=model)
+        return render(found, format)
+
+    def supercut(
+        self,
+        phrase: str,
+        out: str | Path,
+        *,
+        before: float = cutting.DEFAULT_PADDING_SECONDS,
+        after: float = cutting.DEFAULT_PADDING_SECONDS,
+        gap: float = cutting.DEFAULT_GAP_SECONDS,
+        limit: int = cutting.DEFAULT_LIMIT,
+        model: str | None = None,
+        listing: str | Path | None = None,
+    ) -> cutting.Supercut:
+        """Every hit of ``phrase`` cut and joined into ``out``; ``listing`` (.json, .csv)
+        gets the list of clips (see :mod:`pipeline.supercut`)."""
+        return cutting.supercut(
+            self,
+            phrase,
+            out,
+            before=before,
+            after=after,
+            gap=gap,
+            limit=limit,
+            model=model,
+            listing=listing,
+        )

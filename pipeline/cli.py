@@ -45,6 +45,8 @@ from .errors import (
     PartialFailure,
     PipelineError,
 )
+from .export import FORMATS as EXPORT_FORMATS
+from .export import check_format, parse_when, render, write_text
 from .ingestview import IngestProgress, ReindexProgress
 from .liveview import LiveState
 from .lock import hold
@@ -61,6 +63,8 @@ from .search import Hit
 from .sources import KINDS, SourceSpec, live_backend
 from .status import collect as collect_status
 from .statusview import render_status
+from .supercut import DEFAULT_GAP_SECONDS, DEFAULT_LIMIT
+from .supercut import DEFAULT_PADDING_SECONDS as CUT_PADDING
 from .supervisor import Repairing, Restarted
 from .supervisor import ingest as run_ingest
 from .supervisor import record as run_record
@@ -723,6 +727,91 @@ def sessions(
             r.status,
         )
     out.print(table)
+
+
+@app.command(name="export")
+def export_command(
+    session: Annotated[
+        str | None,
+        typer.Argument(help="A session id or key (see `sessions`); or use --since/--until."),
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help=f"One of {', '.join(EXPORT_FORMATS)}.")
+    ] = "txt",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Every session's words since then: 2026-11-01, 2026-11-01T09:00, 7d."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only words before then (a bare date includes that day).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Export the transcripts by this model; default: each session's newest."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Write a session's transcript as text, SRT/WebVTT subtitles or JSON with word times."""
+    check_format(format)
+    after = parse_when(since, "--since") if since else None
+    before = parse_when(until, "--until", end=True) if until else None
+    found = Archive(_home(home)).transcripts(session, since=after, until=before, model=model)
+    if not found:
+        err.print("no words in that time; nothing to export")
+    text = render(found, format)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    path = write_text(output, text)
+    lines = sum(len(s.lines) for s in found)
+    out.print(
+        f"wrote {path} ({_count(lines, 'utterance')} of {_count(len(found), 'session')})",
+        markup=False,
+    )
+
+
+@app.command(name="supercut")
+def supercut_command(
+    phrase: Annotated[str, typer.Argument(help="Words to find, as a phrase.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Audio file to write (.wav, .flac, .ogg).")
+    ],
+    listing: Annotated[
+        Path | None,
+        typer.Option("--list", help="Also write what went in, and where: a .json or .csv file."),
+    ] = None,
+    before: Before = CUT_PADDING,
+    after: After = CUT_PADDING,
+    gap: Annotated[float, typer.Option(help="Seconds of silence between clips.")] = (
+        DEFAULT_GAP_SECONDS
+    ),
+    limit: Annotated[int, typer.Option(help="Most hits to cut.")] = DEFAULT_LIMIT,
+    model: Annotated[
+        str | None, typer.Option(help="Search the transcripts by this model (see `search`).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Cut every place a phrase was said into one audio file, in the order said."""
+    cut = Archive(_home(home)).supercut(
+        phrase,
+        output,
+        before=before,
+        after=after,
+        gap=gap,
+        limit=limit,
+        model=model,
+        listing=listing,
+    )
+    for s in cut.skipped:
+        err.print(f"skipped hit {s.hit}: {s.reason}", markup=False)
+    out.print(
+        f"wrote {cut.path} ({_count(len(cut.clips), 'clip')}, {_duration(cut.seconds)})"
+        + (f" and {listing}" if listing is not None else ""),
+        markup=False,
+    )
 
 
 # --- formatting ------------------------------------------------------------------

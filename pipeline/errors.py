@@ -100,6 +100,12 @@ class ReplayError(PipelineError):
     exit_code = 8
 
 
+class ExportError(PipelineError):
+    """An export, a supercut's list or another output file cannot be written where asked."""
+
+    exit_code = 11
+
+
 # --- supervision ------------------------------------------------------------
 
 
@@ -127,6 +133,7 @@ __all__ = [
     "DatabaseLockedError",
     "EngineAuthError",
     "EngineUnavailable",
+    "ExportError",
     "IndexerError",
     "HomeLockedError",
     "Interrupted",

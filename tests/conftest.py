@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,23 @@ def meeting_home(tmp_path_factory) -> Home:
     shutil.copy(MEETING, source)
     report = ingest([source], home, segment_seconds=10.0)
     assert not report.failed and len(report.indexed) == 1
+    return home
+
+
+@pytest.fixture(scope="session")
+def two_meetings_home(tmp_path_factory) -> Home:
+    """An archive with meeting.wav ingested twice, as two sessions exactly an hour apart.
+
+    Every phrase of the meeting is found twice. Tests only read it.
+    """
+    home = Home(tmp_path_factory.mktemp("two_meetings") / "home").ensure()
+    copies = [home.root.parent / "earlier.wav", home.root.parent / "later.wav"]
+    for copy, age in zip(copies, (3600, 0), strict=True):
+        shutil.copy(MEETING, copy)
+        when = MEETING.stat().st_mtime - age  # a session ends at its file's mtime
+        os.utime(copy, (when, when))
+    report = ingest(copies, home, segment_seconds=10.0)
+    assert not report.failed and len(report.indexed) == 2
     return home
 
 
