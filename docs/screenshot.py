@@ -27,7 +27,7 @@ from pipeline.web import WebServer
 ROOT = Path(__file__).resolve().parent.parent
 MEETING = ROOT / "tests" / "data" / "festival" / "meeting.wav"
 OUT = ROOT / "docs" / "serve.png"
-QUERY = "the"
+QUERY = "to the"
 WIDTH, HEIGHT = 1000, 700
 
 

@@ -46,7 +46,7 @@ from .errors import (
     PipelineError,
 )
 from .export import FORMATS as EXPORT_FORMATS
-from .export import check_format, parse_when, render, write_text
+from .export import check_format, render, write_text
 from .ingestview import IngestProgress, ReindexProgress
 from .liveview import LiveState
 from .lock import hold
@@ -756,8 +756,8 @@ def export_command(
 ) -> None:
     """Write a session's transcript as text, SRT/WebVTT subtitles or JSON with word times."""
     check_format(format)
-    after = parse_when(since, "--since") if since else None
-    before = parse_when(until, "--until", end=True) if until else None
+    after = _when("--since", since)
+    before = _when("--until", until, end=True)
     found = Archive(_home(home)).transcripts(session, since=after, until=before, model=model)
     if not found:
         err.print("no words in that time; nothing to export")

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
 from . import schema
-from .config import parse_duration
 from .database import db_errors
 from .errors import ConfigError, ExportError, NotFoundError, QueryError
 from .search import transcript_engines
@@ -209,28 +208,6 @@ def _session_text(s: schema.Session, label: str | None, utts: list) -> SessionTe
             for u in utts
         ),
     )
-
-
-def parse_when(text: str, option: str, *, end: bool = False) -> datetime:
-    """A local ISO date or time, or a duration back from now (7d, 12h), as an aware datetime.
-
-    With ``end``, a bare date means the end of that day: ``--until 2026-11-25``
-    includes the 25th.
-    """
-    try:
-        return datetime.now().astimezone() - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text).astimezone()
-    except ValueError:
-        raise ConfigError(
-            f"{option} {text!r}: give a date (2026-11-01), a time (2026-11-01T09:00) "
-            "or a duration back from now (7d)"
-        ) from None
-    if end and len(text.strip()) == 10:  # YYYY-MM-DD
-        when += timedelta(days=1)
-    return when
 
 
 # --- formats ------------------------------------------------------------------------

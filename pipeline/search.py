@@ -25,8 +25,8 @@ from .errors import QueryError
 
 MAX_QUERY_WORDS = 64
 MAX_QUERY_CHARS = 2000
-# English words too common to find anything by: a query of one or two of them alone is
-# refused ("to be or not to be" is a phrase worth finding; "the" is not)
+# English words too common to find anything by: one of them alone is refused
+# ("to be or not to be" is a phrase worth finding; "the" is not)
 STOP_WORDS = frozenset(
     "a an and are as at be but by for from he her his i if in is it its me my no not of on or "  # noqa: SIM905
     "our she so that the their them they this to up us was we were what with you your".split()
@@ -48,10 +48,10 @@ def phrase_query(query: str) -> str:
     words = tokens(query)
     if not words:
         raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
-    if len(words) < 3 and all(w in STOP_WORDS for w in words):
+    if len(words) == 1 and words[0] in STOP_WORDS:
         raise QueryError(
-            f"{query[:40]!r} has only common words, which are in nearly every utterance; "
-            "add a rarer word"
+            f"{query[:40]!r} is a common word, in nearly every utterance; "
+            "search for a phrase with it, or add a rarer word"
         )
     if len(words) > MAX_QUERY_WORDS:
         raise QueryError(

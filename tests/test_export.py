@@ -227,8 +227,8 @@ def test_vtt_escapes_what_would_be_markup():
     [
         (["12345"], errors.NotFoundError, "no session '12345'"),
         (["no-such-key"], errors.NotFoundError, "no session 'no-such-key'"),
-        (["--since", "last tuesday"], errors.ConfigError, "--since 'last tuesday': give a date"),
-        (["--until", "2026-13-45"], errors.ConfigError, "--until '2026-13-45'"),
+        (["--since", "last tuesday"], errors.ConfigError, "--since: 'last tuesday' is not a time"),
+        (["--until", "2026-13-45"], errors.ConfigError, "--until: '2026-13-45'"),
         (["1", "--format", "docx"], errors.ConfigError, "--format must be one of txt, srt"),
         ([], errors.ConfigError, "say what to export"),
     ],

@@ -124,7 +124,7 @@ def test_search_finds_a_phrase_at_its_time(meeting_url):
 
 
 def test_search_limit_and_no_match(meeting_url):
-    status, body = get_json(meeting_url + "api/search?q=the&limit=2")
+    status, body = get_json(meeting_url + "api/search?q=to+the&limit=2")
     assert status == 200 and len(body["hits"]) == 2
     status, body = get_json(meeting_url + "api/search?q=purple+elephant")
     assert status == 200 and body["hits"] == []
@@ -135,8 +135,8 @@ def test_search_limit_and_no_match(meeting_url):
     [
         ("q=%22%22", "nothing to search for"),
         ("q=", "nothing to search for"),
-        ("q=the&limit=0", "limit must be between 1 and 500"),
-        ("q=the&limit=many", "limit must be a number"),
+        ("q=to+the&limit=0", "limit must be between 1 and 500"),
+        ("q=to+the&limit=many", "limit must be a number"),
     ],
 )
 def test_a_bad_query_is_a_400_with_one_line(meeting_url, query, message):
