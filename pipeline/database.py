@@ -14,16 +14,16 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .config import Home
 from .errors import DatabaseLockedError, IndexerError
+
+if TYPE_CHECKING:  # Alembic is imported where it is used: half a second no child needs
+    from alembic.config import Config
 
 BUSY_TIMEOUT_MS = 10_000
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -58,6 +58,8 @@ def open_database(home: Home, *, readonly: bool = False) -> Engine:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -65,12 +67,17 @@ def _alembic_config(engine: Engine) -> Config:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with db_errors(engine), engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (a no-op when it is already there)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
     cfg = _alembic_config(engine)
     script = ScriptDirectory.from_config(cfg)
     current = current_revision(engine)

@@ -39,7 +39,6 @@ from .messages import (
     Utterance,
 )
 from .process import become_child, nonblocking
-from .recognize import engine_version
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +306,17 @@ class Indexer:
         counts = self._counts[msg.session]
         counts[0] += 1
         counts[1] += len(msg.words)
+
+
+def engine_version(label: str) -> str:
+    """The version of the package behind an engine label ("vosk 0.3.45"), for transcripts."""
+    from importlib import metadata
+
+    package = label.split(":", 1)[0]
+    try:
+        return f"{package} {metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def _overlaps(db: DbSession, transcript: int, msg: Utterance) -> bool:

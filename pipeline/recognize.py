@@ -205,17 +205,6 @@ def _vosk_model_rate(path: Path) -> int:
     return 16000
 
 
-def engine_version(label: str) -> str:
-    """The version of the package behind an engine label ("vosk 0.3.45"), for transcripts."""
-    from importlib import metadata
-
-    package = label.split(":", 1)[0]
-    try:
-        return f"{package} {metadata.version(package)}"
-    except metadata.PackageNotFoundError:
-        return ""
-
-
 @dataclass(frozen=True)
 class EngineSpec:
     """Which engine to build; picklable so the recognizer process can build it.
