@@ -163,6 +163,7 @@ class Working:
     """
 
     sender: str
+    pid: int  # which process: a restarted helper has the same name
     job: Retranscribe | None
 
 

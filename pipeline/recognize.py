@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import queue
 import re
 import time
@@ -57,6 +58,7 @@ MAX_UTTERANCE_SECONDS = 30.0  # force a cut in endless speech (music, TV) to kee
 PARTIAL_EVERY_SECONDS = 0.5  # how often the live view gets a new guess
 PROGRESS_SECONDS = 1.0  # how often the recognizer says how far it has got
 HANDOFF_SECONDS = 15  # a backlog this long is shared with the helper recognizers
+LOOK_BEHIND_SECONDS = 5.0  # how often a recognizer with helpers measures its backlog
 HEAD_SECONDS = 3  # a hand-off keeps about this much at each end, to cut where it is quiet
 MIN_PIECE_SECONDS = 3
 QUIET_SECONDS = 0.3
@@ -604,6 +606,7 @@ class _RecognizerLoop:
         self.partials = partials
         self.transcribers: dict[str, Transcriber] = {}
         self._told = 0.0  # when progress was last sent
+        self._looked = time.monotonic()  # when the backlog on disk was last measured
 
     @property
     def engine(self) -> Engine:
@@ -623,8 +626,8 @@ class _RecognizerLoop:
             self.transcribers[msg.key] = self._transcriber(msg.key, msg.rate, msg.channels, 0)
         elif isinstance(msg, Audio):
             t = self._for(msg.session, msg.rate, msg.channels)
-            if self.helpers and t.behind(msg) > 0:  # a gap: how far behind is it really?
-                self._hand_off(t, msg)
+            if self.helpers and (t.behind(msg) > 0 or self._due_to_look_behind()):
+                self._hand_off(t, msg)  # a gap, or a while since: how far behind is it?
             self._send(t.feed(msg))
             if self.status is not None and time.monotonic() - self._told >= PROGRESS_SECONDS:
                 self._told = time.monotonic()
@@ -648,7 +651,7 @@ class _RecognizerLoop:
         it goes, and the end of the job makes the new transcript the default.
         """
         if job.catch_up and self.report is not None:
-            self.report(Working(self.sender, job))
+            self.report(Working(self.sender, os.getpid(), job))
         disk = SessionOnDisk(self.home / "recordings", job.session, job.rate)
         step = RETRANSCRIBE_STEP_SECONDS * job.rate
         for (first, end), anchor in zip(job.runs, job.anchors, strict=True):
@@ -671,7 +674,7 @@ class _RecognizerLoop:
             self._send(t.finish(), reindex=not job.catch_up)
         if job.catch_up:
             if self.report is not None:
-                self.report(Working(self.sender, None))
+                self.report(Working(self.sender, os.getpid(), None))
             log.info(
                 "%s: recognized %.1f-%.1f s for a recognizer behind",
                 job.session,
@@ -682,6 +685,13 @@ class _RecognizerLoop:
             self.index_q.put(
                 TranscriptDone(job.session, self.engine.name, job.frames, job.rate, job.runs)
             )
+
+    def _due_to_look_behind(self) -> bool:
+        """Time to compare with what capture wrote? (A backlog may sit in the queue.)"""
+        if time.monotonic() - self._looked < LOOK_BEHIND_SECONDS:
+            return False
+        self._looked = time.monotonic()
+        return True
 
     def _hand_off(self, t: Transcriber, msg: Audio) -> None:
         """Fallen far behind what is on disk: give the middle of the backlog to the helpers."""

@@ -377,8 +377,9 @@ class Children:
         self.lanes = lanes
         self.helpers = helpers or []  # recognizers that share a backlog
         self.helpers_q = helpers_q  # the pieces of backlog they take
-        self.working: dict[str, Retranscribe] = {}  # helper → the piece it is on
+        self.working: dict[str, tuple[int, Retranscribe]] = {}  # helper → (pid, its piece)
         self.finished: collections.deque[tuple[float, Retranscribe]] = collections.deque()
+        self._dead_helpers: set[int] = set()  # pids of helpers that died and were replaced
         self.queues = queues  # name → (queue, "read" | "write") the child uses
         self.notify = notify
         self.stop = stop
@@ -438,19 +439,28 @@ class Children:
             start_children([self.procs[name]])
         else:
             if name in self.working:  # its piece is given out again
-                self.helpers_q.put(self.working.pop(name))
+                self.helpers_q.put(self.working.pop(name)[1])
+            self._dead_helpers.add(self.procs[name].pid)
             self.procs[name] = self.makers[name]()
             start_children([self.procs[name]])
         self.notify(Restarted(name, exit_code, self.restarts))
 
     def track(self, msg: Working) -> None:
-        """Which piece of backlog each helper is on, and which were finished lately."""
+        """Which piece of backlog each helper is on, and which were finished lately.
+
+        A helper may die before its report is read: a piece reported by a
+        process already replaced is given out again at once.
+        """
         if msg.job is not None:
-            self.working[msg.sender] = msg.job
+            if msg.pid in self._dead_helpers:
+                self.helpers_q.put(msg.job)
+            else:
+                self.working[msg.sender] = (msg.pid, msg.job)
             return
-        job = self.working.pop(msg.sender, None)
+        pid, job = self.working.get(msg.sender, (None, None))
         now = time.monotonic()
-        if job is not None:
+        if pid == msg.pid:
+            del self.working[msg.sender]
             self.finished.append((now, job))
         while self.finished and self.finished[0][0] < now - RESTART_WINDOW_SECONDS:
             self.finished.popleft()
@@ -473,7 +483,7 @@ class Children:
         # new indexer drops what it already has)
         for _, job in self.finished:
             self.helpers_q.put(job)
-        for job in self.working.values():
+        for _, job in self.working.values():
             self.helpers_q.put(job)
         self.finished.clear()
         done = {lane.capture for lane in self.lanes if self.procs[lane.capture].exitcode == 0}
