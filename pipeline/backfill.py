@@ -135,10 +135,15 @@ def _length(path: Path, rate: int | None) -> int:
 
 
 def _frames(path: Path, skip: int, count: int, rate: int | None) -> Iterator[np.ndarray]:
-    if not path.exists() and path.name.endswith(PART_SUFFIX):  # finished in the meantime
-        path = path.with_name(path.name.removesuffix(PART_SUFFIX))
     while count > 0:
-        data = read_frames(path, skip, min(READ_FRAMES, count), rate)
+        try:
+            data = read_frames(path, skip, min(READ_FRAMES, count), rate)
+        except (sf.LibsndfileError, OSError):
+            if not path.name.endswith(PART_SUFFIX):
+                raise
+            # capture finished the file (renamed it) since it was listed: read it there
+            path = path.with_name(path.name.removesuffix(PART_SUFFIX))
+            continue
         if not len(data):
             return
         count -= len(data)
