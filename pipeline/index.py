@@ -288,20 +288,8 @@ class Indexer:
     def _add_utterance(
         self, db: DbSession, session_id: int, transcript_id: int, msg: Utterance
     ) -> None:
-        started_at = self._started[msg.session]
-        utt = schema.Utterance(
-            session_id=session_id,
-            transcript_id=transcript_id,
-            start=msg.start,
-            end=msg.end,
-            at=started_at + timedelta(seconds=msg.start),
-            text=msg.text,
-            engine=msg.engine,
-        )
-        utt.words = [
-            schema.Word(idx=i, text=w.text, start=w.start, end=w.end, confidence=w.confidence)
-            for i, w in enumerate(msg.words)
-        ]
+        at = self._started[msg.session] + timedelta(seconds=msg.start)
+        utt = _utterance_row(session_id, transcript_id, msg, at)
         db.add(utt)
         counts = self._counts[msg.session]
         counts[0] += 1
@@ -345,20 +333,25 @@ def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) 
 
 def _copy(utt: schema.Utterance, transcript_id: int) -> schema.Utterance:
     """An utterance carried into a newer transcript; it keeps the engine that heard it."""
-    copy = schema.Utterance(
-        session_id=utt.session_id,
+    return _utterance_row(utt.session_id, transcript_id, utt, utt.at)
+
+
+def _utterance_row(session_id: int, transcript_id: int, utt, at: datetime) -> schema.Utterance:
+    """A new row from an utterance (a message or another row) and its words."""
+    row = schema.Utterance(
+        session_id=session_id,
         transcript_id=transcript_id,
         start=utt.start,
         end=utt.end,
-        at=utt.at,
+        at=at,
         text=utt.text,
         engine=utt.engine,
     )
-    copy.words = [
-        schema.Word(idx=w.idx, text=w.text, start=w.start, end=w.end, confidence=w.confidence)
-        for w in utt.words
+    row.words = [
+        schema.Word(idx=i, text=w.text, start=w.start, end=w.end, confidence=w.confidence)
+        for i, w in enumerate(utt.words)
     ]
-    return copy
+    return row
 
 
 def run_indexer(home_root: str, index_q, report_q, producers: tuple[str, ...], log_q=None) -> None:
