@@ -148,11 +148,9 @@ def _which_transcripts(db: DbSession, model: str | None):
 
 
 def _find_session(db: DbSession, session: int | str) -> schema.Session:
-    text = str(session).strip()
-    by = schema.Session.id == int(text) if text.isdigit() else schema.Session.key == text
-    found = db.scalar(select(schema.Session).where(by))
+    found = db.scalar(select(schema.Session).where(schema.session_named(session)))
     if found is None:
-        raise NotFoundError(f"no session {text!r}; `pipeline sessions` lists them")
+        raise NotFoundError(f"no session {str(session).strip()!r}; `pipeline sessions` lists them")
     return found
 
 

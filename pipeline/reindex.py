@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session as DbSession
 from . import schema
 from .config import Home
 from .database import db_errors, open_archive
-from .errors import ConfigError, Interrupted, ProcessDiedError
+from .errors import Interrupted, NotFoundError, ProcessDiedError
 from .index import run_indexer
 from .lock import hold
 from .logs import collected
@@ -91,17 +91,13 @@ def plan(
 
 def _chosen(db: DbSession, session: str | None, since: datetime | None) -> list[schema.Session]:
     stmt = select(schema.Session).order_by(schema.Session.started_at)
-    if session is not None:  # an id or a key
-        stmt = stmt.where(
-            schema.Session.id == int(session)
-            if session.isdigit()
-            else schema.Session.key == session
-        )
+    if session is not None:
+        stmt = stmt.where(schema.session_named(session))
     if since is not None:
         stmt = stmt.where(schema.Session.started_at >= since)
     sessions = list(db.scalars(stmt))
     if session is not None and not sessions:
-        raise ConfigError(f"no session {session!r}; `pipeline sessions` lists them")
+        raise NotFoundError(f"no session {session!r}; `pipeline sessions` lists them")
     return sessions
 
 

@@ -139,6 +139,12 @@ class Utterance(Base):
     session: Mapped[Session] = relationship()
 
 
+def session_named(text: str | int):
+    """Where-clause: the session a user named, by its id (all digits) or its key."""
+    text = str(text).strip()
+    return Session.id == int(text) if text.isdigit() else Session.key == text
+
+
 def in_current_transcript():
     """Where-clause: the utterance belongs to its session's default transcript."""
     owner = aliased(Session)  # never correlated with a Session the outer query joins
