@@ -2,8 +2,8 @@
 
 Run from the project root (the archive goes to a temporary folder, never the repository)::
 
-    uv run python bench/search.py --hours 50        # quick, ~1 min
-    nice uv run python bench/search.py              # 1000 h ≈ 9 M words
+    uv run python bench/search.py --hours 50        # quick, ~20 s
+    nice uv run python bench/search.py              # 1000 h ≈ 9.5 M words, ~7 min
     uv run python bench/search.py --baseline none   # only the newest schema
 
 The archive is built through the real schema: the project's Alembic migrations
