@@ -52,7 +52,7 @@ def test_migrating_twice_changes_nothing(db, home):
     migrate(db)
     open_archive(home)
     after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
-    assert before == after and current_revision(db) == "0004"
+    assert before == after and current_revision(db) == "0005"
 
 
 def test_downgrade_to_empty_and_back(db, home):
@@ -92,6 +92,74 @@ def test_words_from_before_transcripts_become_each_sessions_first_transcript(hom
 
     assert [h.id for h in search(engine, "budget review")] == [1]
     assert [h.engine for h in search(engine, "see you")] == ["pocketsphinx:en-us"]
+    engine.dispose()
+
+
+def fts_sql(path: Path) -> str:
+    row = (
+        sqlite3.connect(path)
+        .execute("SELECT sql FROM sqlite_master WHERE name = 'utterances_fts'")
+        .fetchone()
+    )
+    return row[0]
+
+
+def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home):
+    """Migration 0005 rebuilds an archive's FTS5 table; old words, new words, deletes all work."""
+    engine = database.open_database(home)
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    assert "prefix" not in fts_sql(home.db_path)
+    con = sqlite3.connect(home.db_path)
+    con.executescript(
+        "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
+        "frames, status, transcript_id) VALUES (7, 'k', 'file', 'a.wav', "
+        "'2026-01-05 09:00:00.000000', 16000, 1, 160000, 'complete', 3);"
+        "INSERT INTO transcripts (id, session_id, engine, version, created_at) "
+        "VALUES (3, 7, 'vosk:x', '', '2026-01-05 09:00:00.000000');"
+        "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
+        "VALUES (1, 7, 1.0, 2.0, '2026-01-05 09:00:01.000000', 'the budget review', "
+        "'vosk:x', 3), (2, 7, 3.0, 4.0, '2026-01-05 09:00:03.000000', 'see you monday', "
+        "'vosk:x', 3);"
+    )
+    con.commit()
+    migrate(engine)
+    assert current_revision(engine) == "0005"
+    sql = fts_sql(home.db_path)
+    assert "prefix='2 3 4'" in sql and "remove_diacritics 2" in sql
+    assert "content='utterances'" in sql and "content_rowid='id'" in sql
+    from pipeline.search import search
+
+    assert [h.id for h in search(engine, "budget review")] == [1]
+    assert [h.id for h in search(engine, "see you")] == [2]
+
+    def prefix(stem: str) -> list[int]:  # each length has its own prefix index
+        q = "SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH ? ORDER BY rowid"
+        return [r[0] for r in con.execute(q, (stem,))]
+
+    assert prefix("bu*") == prefix("bud*") == prefix("budg*") == prefix("budge*") == [1]
+    # the triggers still keep the index in step with utterances
+    con.execute(
+        "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
+        "VALUES (3, 7, 5.0, 6.0, '2026-01-05 09:00:05.000000', 'budget cuts', 'vosk:x', 3)"
+    )
+    con.execute("UPDATE utterances SET text = 'see you tuesday' WHERE id = 2")
+    con.execute("DELETE FROM utterances WHERE id = 1")
+    con.commit()
+    assert prefix("budg*") == [3]
+    assert [h.id for h in search(engine, "see you tuesday")] == [2]
+    assert search(engine, "see you monday") == []
+    con.execute("INSERT INTO utterances_fts(utterances_fts) VALUES ('integrity-check')")
+    con.commit()
+    # and a downgrade gives back the table 0001 made, still complete
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    assert "prefix" not in fts_sql(home.db_path)
+    assert [h.id for h in search(engine, "budget cuts")] == [3]
+    con.execute("INSERT INTO utterances_fts(utterances_fts) VALUES ('integrity-check')")
     engine.dispose()
 
 
@@ -136,5 +204,5 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0004"
+    assert out.stdout.strip() == "0005"
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES
