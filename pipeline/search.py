@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
-from . import schema
+from . import phonetic, schema
 from .database import db_errors
 from .errors import QueryError
 
@@ -78,6 +78,7 @@ class Hit:
     segment: str | None  # the segment file holding the phrase start (relative path)
     segment_offset: float | None  # seconds into that segment
     engine: str  # the engine and model that heard it
+    score: float | None = None  # --fuzzy: how closely the words sound like the query (0..1)
 
     @property
     def text(self) -> str:
@@ -103,6 +104,8 @@ def search(
     limit: int = 20,
     fts: bool = False,
     rank: bool = False,
+    fuzzy: bool = False,
+    min_score: float | None = None,
     filters: Filters | None = None,
     **options,
 ) -> list[Hit]:
@@ -113,11 +116,17 @@ def search(
     instead (a name from `pipeline models list`, an engine label such as
     ``vosk:vosk-model-small-en-us-0.15``, or an engine such as ``vosk``).
     ``fts``: the query is FTS5 syntax (AND, OR, NOT, NEAR, prefix*), not a
-    phrase. ``options`` are :class:`Filters` fields, as keywords.
+    phrase. ``fuzzy``: find what sounds like the phrase (see :func:`fuzzy_search`).
+    ``options`` are :class:`Filters` fields, as keywords.
     """
     if limit < 1:
         raise QueryError("--limit must be at least 1")
     filters = filters or Filters(**options)
+    if fuzzy:
+        if fts:
+            raise QueryError("--fuzzy and --fts do not combine; use one")
+        cut = FUZZY_MIN_SCORE if min_score is None else min_score
+        return fuzzy_search(engine, query, limit=limit, min_score=cut, filters=filters)
     match = fts_query(query) if fts else phrase_query(query)
     wanted = [t for t in tokens(query) if not fts or t.upper() not in FTS_WORDS]
     with db_errors(engine), DbSession(engine) as db:
@@ -244,6 +253,10 @@ def _names(label: str) -> set[str]:
 
 def _hit(utt: schema.Utterance, wanted: list[str], any_word: bool = False) -> Hit:
     first, last = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
+    return _hit_at(utt, first, last)
+
+
+def _hit_at(utt: schema.Utterance, first: int, last: int, score: float | None = None) -> Hit:
     words = utt.words
     start = words[first].start if words else utt.start
     end = words[last - 1].end if words else utt.end
@@ -264,6 +277,7 @@ def _hit(utt: schema.Utterance, wanted: list[str], any_word: bool = False) -> Hi
         segment=segment,
         segment_offset=seg_offset,
         engine=utt.engine,
+        score=score,
     )
 
 
@@ -283,6 +297,74 @@ def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
         if any(t.startswith(x) for t in tokens(w.text) for x in wanted):
             return i, i + 1
     return 0, len(words)
+
+
+# --fuzzy: matching by sound (pipeline.phonetic)
+FUZZY_MIN_SCORE = 0.7  # tuned with bench/findability.py on the real-speech corpus
+FUZZY_CANDIDATES = 200  # utterances checked by edit distance, the best by trigram bm25
+FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
+
+
+def fuzzy_search(
+    engine: Engine, query: str, *, limit: int, min_score: float, filters: Filters
+) -> list[Hit]:
+    """Utterances whose words sound like the phrase, best score first (then newest).
+
+    Candidates are the utterances sharing the most phoneme trigrams with the
+    phrase (FTS5 bm25 over ``utterances_phonetic``, with the filters applied
+    in the same query); each is checked by :func:`phonetic.best_match`, and
+    those scoring at least ``min_score`` are hits, spanning the matched words.
+    """
+    if not 0.0 <= min_score <= 1.0:
+        raise QueryError("--min-score must be between 0 and 1")
+    phones = _query_phonemes(query)
+    with db_errors(engine), DbSession(engine) as db:
+        where, params = _where(db, filters)
+        sql = text(
+            f"SELECT u.id FROM {phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid "
+            "JOIN sessions AS s ON s.id = u.session_id "
+            f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)} "
+            f"ORDER BY p.rank LIMIT :limit"
+        ).bindparams(*_typed(params))
+        ids = list(
+            db.scalars(
+                sql, {"match": phonetic.match_query(phones), "limit": FUZZY_CANDIDATES, **params}
+            )
+        )
+        rows = db.scalars(
+            select(schema.Utterance)
+            .where(schema.Utterance.id.in_(ids))
+            .options(selectinload(schema.Utterance.words))
+        ).all()
+        scored = []
+        for utt in rows:
+            found = phonetic.best_match(phones, [w.text for w in utt.words])
+            if found is not None and found.score >= min_score:
+                scored.append((found, utt))
+        scored.sort(key=lambda fu: (-fu[0].score, -fu[1].at.timestamp(), -fu[1].id))
+        best = scored[:limit]
+        db.scalars(  # the sessions and segments of the hits only
+            select(schema.Session)
+            .where(schema.Session.id.in_({u.session_id for _, u in best}))
+            .options(selectinload(schema.Session.segments))
+        ).all()
+        return [_hit_at(u, m.first, m.last, round(m.score, 3)) for m, u in best]
+
+
+def _query_phonemes(query: str) -> list[str]:
+    """The phrase's phonemes; QueryError if it has too little sound to search by."""
+    _check_length(query)
+    words = tokens(query)
+    if not words:
+        raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
+    if len(words) > MAX_QUERY_WORDS:
+        raise QueryError(
+            f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
+        )
+    phones = phonetic.phonemes(words)
+    if len(phones) < FUZZY_MIN_PHONEMES:
+        raise QueryError(f"{query[:40]!r} is too short to search by sound; give two or three words")
+    return phones
 
 
 def _segment_at(session: schema.Session, seconds: float) -> tuple[str | None, float | None]:

@@ -52,7 +52,7 @@ def test_migrating_twice_changes_nothing(db, home):
     migrate(db)
     open_archive(home)
     after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
-    assert before == after and current_revision(db) == "0004"
+    assert before == after and current_revision(db) == "0005"
 
 
 def test_downgrade_to_empty_and_back(db, home):
@@ -136,5 +136,5 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0004"
+    assert out.stdout.strip() == "0005"
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES

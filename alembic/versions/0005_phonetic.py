@@ -1,0 +1,64 @@
+"""The phonetic index: each utterance's phoneme trigrams, for ``search --fuzzy``.
+
+An FTS5 table with its own content (rowid = the utterance id) whose tokens are
+phoneme trigrams such as ``AH_B_K`` (``_`` is a token character). Phonemes
+need the pronouncing dictionary, which SQL cannot reach, so the indexer writes
+each row with its utterance; a trigger removes it with the utterance. Existing
+utterances are indexed here.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-25
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+BATCH = 5000
+
+
+def upgrade() -> None:
+    from pipeline.phonetic import index_utterances
+
+    op.execute(
+        "CREATE VIRTUAL TABLE utterances_phonetic USING fts5("
+        "trigrams, tokenize = \"unicode61 tokenchars '_'\", detail = none)"
+    )
+    op.execute(
+        "CREATE TRIGGER utterances_phonetic_ad AFTER DELETE ON utterances BEGIN "
+        "DELETE FROM utterances_phonetic WHERE rowid = old.id; END"
+    )
+    bind = op.get_bind()
+    after = 0
+    while True:
+        ids = [
+            r[0]
+            for r in bind.execute(
+                sa.text("SELECT id FROM utterances WHERE id > :after ORDER BY id LIMIT :n"),
+                {"after": after, "n": BATCH},
+            )
+        ]
+        if not ids:
+            break
+        words: dict[int, list[str]] = {i: [] for i in ids}
+        for utterance_id, word in bind.execute(
+            sa.text(
+                "SELECT utterance_id, text FROM words WHERE utterance_id BETWEEN :lo AND :hi "
+                "ORDER BY utterance_id, idx"
+            ),
+            {"lo": ids[0], "hi": ids[-1]},
+        ):
+            if utterance_id in words:
+                words[utterance_id].append(word)
+        index_utterances(bind, list(words.items()))
+        after = ids[-1]
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS utterances_phonetic_ad")
+    op.execute("DROP TABLE IF EXISTS utterances_phonetic")

@@ -1,0 +1,219 @@
+"""How words sound: phonemes, phoneme trigrams, and approximate matching over them.
+
+Recognizers mishear: "ill disposed young man" comes out as "until this blows
+young man". The words differ but the sounds are close, so ``search --fuzzy``
+compares sounds. A word's phonemes come from the CMU pronouncing dictionary
+that ships with PocketSphinx (the same one the recognizer spells its words
+with, so every word it can output is in it); a rough letter-to-sound table
+covers the rest (words of another engine, names typed in a query).
+
+Each utterance's phoneme stream is indexed as phoneme trigrams (``AH_B_K``)
+in the FTS5 table ``utterances_phonetic``, so candidates come from the index,
+not from a scan; :func:`best_match` then checks each candidate by an
+approximate substring match that maps back to whole words.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+
+TABLE = "utterances_phonetic"
+# A match may start or end inside a recognized word (the recognizer cut the
+# words differently from the speaker), at this cost per end, in phonemes.
+PARTIAL_WORD_COST = 0.5
+INDEL_COST = 1.0
+NEAR_COST = 0.5  # a substitution between similar sounds (see _CLASSES)
+
+VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())  # noqa: SIM905
+# sounds that recognizers confuse most: voiced/unvoiced pairs and manner classes
+_CLASSES = [
+    VOWELS,
+    {"P", "B"},
+    {"T", "D"},
+    {"K", "G"},
+    {"F", "V"},
+    {"TH", "DH"},
+    {"S", "Z"},
+    {"SH", "ZH"},
+    {"CH", "JH"},
+    {"M", "N", "NG"},
+    {"L", "R"},
+    {"W", "Y"},
+    {"TH", "F"},
+    {"DH", "D"},
+]
+_NEAR = frozenset((a, b) for c in _CLASSES for a in c for b in c if a != b)
+
+
+def _dictionary_path() -> Path:
+    import pocketsphinx
+
+    return Path(pocketsphinx.__file__).parent / "model" / "en-us" / "cmudict-en-us.dict"
+
+
+@cache
+def dictionary() -> dict[str, tuple[str, ...]]:
+    """word → phonemes of its first pronunciation, stress digits dropped (loaded once)."""
+    out: dict[str, tuple[str, ...]] = {}
+    with _dictionary_path().open(encoding="utf-8") as lines:
+        for line in lines:
+            word, _, phones = line.strip().partition(" ")
+            if not phones or "(" in word:  # "read(2)": another pronunciation
+                continue
+            out.setdefault(word, tuple(re.sub(r"\d", "", p) for p in phones.split()))
+    return out
+
+
+@lru_cache(maxsize=200_000)
+def word_phonemes(word: str) -> tuple[str, ...]:
+    """A word's phonemes: from the dictionary, else spelled out by :func:`letter_to_sound`."""
+    folded = _fold(word)
+    known = dictionary()
+    if folded in known:
+        return known[folded]
+    out: list[str] = []
+    for part in re.findall(r"[a-z']+", folded):
+        out.extend(known.get(part) or letter_to_sound(part))
+    return tuple(out)
+
+
+def _fold(word: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", word.casefold().replace("’", "'"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).strip("'")
+
+
+# letter groups → phonemes, longest first; only has to be roughly right
+_RULES = {
+    "tch": "CH", "sch": "S K", "igh": "AY", "tion": "SH AH N", "sion": "ZH AH N",
+    "ph": "F", "sh": "SH", "ch": "CH", "th": "TH", "ng": "NG", "ck": "K", "qu": "K W",
+    "wh": "W", "gh": "", "kn": "N", "wr": "R", "ee": "IY", "ea": "IY", "oo": "UW",
+    "ou": "AW", "ow": "OW", "oi": "OY", "oy": "OY", "ai": "EY", "ay": "EY", "au": "AO",
+    "aw": "AO", "ie": "IY", "ei": "EY", "ey": "IY", "er": "ER", "ur": "ER", "ir": "ER",
+    "a": "AE", "b": "B", "c": "K", "d": "D", "e": "EH", "f": "F", "g": "G", "h": "HH",
+    "i": "IH", "j": "JH", "k": "K", "l": "L", "m": "M", "n": "N", "o": "AA", "p": "P",
+    "q": "K", "r": "R", "s": "S", "t": "T", "u": "AH", "v": "V", "w": "W", "x": "K S",
+    "y": "IY", "z": "Z",
+}  # fmt: skip
+_LONGEST = max(len(k) for k in _RULES)
+
+
+def letter_to_sound(word: str) -> tuple[str, ...]:
+    """A guess at an unknown word's phonemes from its letters (greedy rule table)."""
+    w = re.sub(r"[^a-z]", "", word.lower())
+    if len(w) > 2 and w.endswith("e") and w[-2] not in "aeiou":
+        w = w[:-1]  # a silent final e
+    w = re.sub(r"([b-df-hj-np-tv-z])\1", r"\1", w)  # double consonants sound once
+    out: list[str] = []
+    i = 0
+    while i < len(w):
+        for size in range(min(_LONGEST, len(w) - i), 0, -1):
+            chunk = w[i : i + size]
+            if chunk in _RULES:
+                sound = _RULES[chunk]
+                if chunk == "c" and w[i + 1 : i + 2] in ("e", "i", "y"):
+                    sound = "S"
+                elif chunk == "y" and i == 0:
+                    sound = "Y"
+                out.extend(sound.split())
+                i += size
+                break
+        else:
+            i += 1
+    return tuple(out)
+
+
+def phonemes(words: list[str]) -> list[str]:
+    """The phoneme stream of a run of words."""
+    return [p for w in words for p in word_phonemes(w)]
+
+
+def trigrams(phones: list[str]) -> list[str]:
+    """Phoneme trigrams as FTS5 tokens (``AH_B_K``), in order, across word boundaries."""
+    return ["_".join(phones[i : i + 3]) for i in range(len(phones) - 2)]
+
+
+def index_text(words: list[str]) -> str:
+    """What ``utterances_phonetic`` stores for an utterance of these words."""
+    return " ".join(trigrams(phonemes(words)))
+
+
+def index_utterances(connection, rows: list[tuple[int, list[str]]]) -> None:
+    """Add (utterance id, its words) to the phonetic index (on a SQLAlchemy connection)."""
+    from sqlalchemy import text
+
+    if rows:
+        connection.execute(
+            text(f"INSERT INTO {TABLE}(rowid, trigrams) VALUES (:id, :trigrams)"),
+            [{"id": i, "trigrams": index_text(words)} for i, words in rows],
+        )
+
+
+def match_query(phones: list[str]) -> str:
+    """The FTS5 query for candidates: any of the phrase's trigrams (best by bm25)."""
+    unique = dict.fromkeys(trigrams(phones))
+    return " OR ".join(f'"{t}"' for t in unique)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where a phoneme sequence best matches a run of words, and how well."""
+
+    first: int  # word index range [first, last)
+    last: int
+    distance: float
+    score: float  # 1 - distance / query phonemes; 1.0 is an exact sound match
+
+
+def substitution_cost(a: str, b: str) -> float:
+    if a == b:
+        return 0.0
+    return NEAR_COST if (a, b) in _NEAR else 1.0
+
+
+def best_match(query: list[str], words: list[str]) -> Match | None:
+    """The best approximate occurrence of ``query`` phonemes in the words' phoneme stream.
+
+    A substring edit distance (Sellers) over phonemes: a word may be misheard
+    (substituted phonemes), dropped, or split into two (inserted or deleted
+    phonemes cost :data:`INDEL_COST`, similar sounds :data:`NEAR_COST`). The
+    match starts and ends at word boundaries, or pays
+    :data:`PARTIAL_WORD_COST` for cutting into a word, so it maps back to whole
+    words with times.
+    """
+    owner: list[int] = []
+    stream: list[str] = []
+    for i, w in enumerate(words):
+        for p in word_phonemes(w):
+            stream.append(p)
+            owner.append(i)
+    n, m = len(stream), len(query)
+    if n == 0 or m == 0:
+        return None
+    begins = [j == 0 or owner[j] != owner[j - 1] for j in range(n)] + [True]
+    ends = [True] + [j == n or owner[j] != owner[j - 1] for j in range(1, n + 1)]
+    # prev[j]: cost of matching query[:i] ending just before stream[j]; origin: where it began
+    prev = [0.0 if begins[j] else PARTIAL_WORD_COST for j in range(n + 1)]
+    origin = list(range(n + 1))
+    for q in query:
+        cur = [prev[0] + INDEL_COST] + [0.0] * n
+        cur_origin = [origin[0]] + [0] * n
+        for j in range(1, n + 1):
+            best = prev[j - 1] + substitution_cost(q, stream[j - 1])
+            came = origin[j - 1]
+            if prev[j] + INDEL_COST < best:  # the query phoneme was not heard
+                best, came = prev[j] + INDEL_COST, origin[j]
+            if cur[j - 1] + INDEL_COST < best:  # an extra phoneme was heard
+                best, came = cur[j - 1] + INDEL_COST, cur_origin[j - 1]
+            cur[j], cur_origin[j] = best, came
+        prev, origin = cur, cur_origin
+    best_j = min(
+        range(1, n + 1), key=lambda j: (prev[j] + (0 if ends[j] else PARTIAL_WORD_COST), -j)
+    )
+    distance = prev[best_j] + (0 if ends[best_j] else PARTIAL_WORD_COST)
+    start = min(origin[best_j], n - 1)
+    first, last = owner[start], owner[max(best_j - 1, start)] + 1
+    return Match(first, last, distance, max(0.0, 1.0 - distance / m))
