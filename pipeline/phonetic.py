@@ -132,8 +132,24 @@ def phonemes(words: list[str]) -> list[str]:
 
 
 def trigrams(phones: list[str]) -> list[str]:
-    """Phoneme trigrams as FTS5 tokens (``AH_B_K``), in order, across word boundaries."""
-    return ["_".join(phones[i : i + 3]) for i in range(len(phones) - 2)]
+    """Phoneme trigrams as FTS5 tokens (``AH_B_K``), in order, across word boundaries;
+    then the same trigrams of sound classes (``xV_P_K``).
+
+    The class trigrams let a phrase whose every trigram was misheard ("an ill
+    disposed" heard as "until this blows") still reach its utterance: they
+    share ``xV_S_P``. Exact trigrams are rarer, so bm25 ranks them higher.
+    """
+    exact = ["_".join(phones[i : i + 3]) for i in range(len(phones) - 2)]
+    coarse = [_CLASS_OF.get(p, p) for p in phones]
+    return exact + ["x" + "_".join(coarse[i : i + 3]) for i in range(len(coarse) - 2)]
+
+
+# broad sound classes for the coarse trigrams: what recognizers swap most
+_CLASS_OF = {
+    **{v: "V" for v in VOWELS},
+    "B": "P", "D": "T", "G": "K", "V": "F", "DH": "TH", "Z": "S", "SH": "S", "ZH": "S",
+    "JH": "CH", "M": "N", "NG": "N", "R": "L", "Y": "W",
+}  # fmt: skip
 
 
 def index_text(words: list[str]) -> str:

@@ -300,7 +300,7 @@ def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
 
 
 # --fuzzy: matching by sound (pipeline.phonetic)
-FUZZY_MIN_SCORE = 0.7  # tuned with bench/findability.py on the real-speech corpus
+FUZZY_MIN_SCORE = 0.65  # the knee on the real-speech corpus (bench/findability.py)
 FUZZY_CANDIDATES = 200  # utterances checked by edit distance, the best by trigram bm25
 FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
 
