@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
+import numpy as np
+
 TABLE = "utterances_phonetic"
 # A match may start or end inside a recognized word (the recognizer cut the
 # words differently from the speaker), at this cost per end, in phonemes.
@@ -233,3 +235,59 @@ def best_match(query: list[str], words: list[str]) -> Match | None:
     start = min(origin[best_j], n - 1)
     first, last = owner[start], owner[max(best_j - 1, start)] + 1
     return Match(first, last, distance, max(0.0, 1.0 - distance / m))
+
+
+# --- many candidates at once --------------------------------------------------------
+
+PHONEMES = sorted(
+    VOWELS | set("B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split())  # noqa: SIM905
+)
+_ID = {p: i for i, p in enumerate(PHONEMES)}
+_PAD = len(PHONEMES)  # after a stream's end: nothing matches it
+
+
+@cache
+def _costs() -> np.ndarray:
+    """Substitution costs between phoneme ids (the last row and column: padding)."""
+    size = len(PHONEMES) + 1
+    out = np.full((size, size), np.inf)
+    for a in PHONEMES:
+        for b in PHONEMES:
+            out[_ID[a], _ID[b]] = substitution_cost(a, b)
+    return out
+
+
+def distances(query: list[str], streams: list[list[list[str]]]) -> np.ndarray:
+    """:func:`best_match`'s distance for each candidate (a list of words' phonemes), all
+    at once: the same recurrence, row by row over the query, vectorized over
+    candidates and stream positions (insertions along a row by a running minimum).
+    """
+    count, width = len(streams), max((sum(map(len, s)) for s in streams), default=0)
+    if count == 0 or width == 0 or not query:
+        return np.full(count, np.inf)
+    ids = np.full((count, width), _PAD)
+    begin = np.full((count, width + 1), np.inf)  # cost of starting before position j
+    end = np.full((count, width + 1), np.inf)  # cost of ending after position j - 1
+    for k, words in enumerate(streams):
+        j = 0
+        for phones in words:
+            if not phones:
+                continue
+            begin[k, j : j + len(phones)] = PARTIAL_WORD_COST
+            begin[k, j] = 0.0
+            end[k, j + 1 : j + len(phones) + 1] = PARTIAL_WORD_COST
+            end[k, j + len(phones)] = 0.0
+            ids[k, j : j + len(phones)] = [_ID.get(p, _PAD) for p in phones]
+            j += len(phones)
+        begin[k, j] = 0.0
+    costs = _costs()
+    steps = np.arange(width + 1) * INDEL_COST
+    prev = begin
+    for q in query:
+        row = costs[_ID.get(q, _PAD)][ids]  # substitution cost at each position
+        cur = np.empty_like(prev)
+        cur[:, 0] = prev[:, 0] + INDEL_COST
+        cur[:, 1:] = np.minimum(prev[:, :-1] + row, prev[:, 1:] + INDEL_COST)
+        cur = np.minimum.accumulate(cur - steps, axis=1) + steps  # extra heard phonemes
+        prev = cur
+    return (prev + end).min(axis=1)

@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, select, text
+from sqlalchemy import Engine, Integer, bindparam, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
@@ -312,43 +312,67 @@ def fuzzy_search(
 
     Candidates are the utterances sharing the most phoneme trigrams with the
     phrase (FTS5 bm25 over ``utterances_phonetic``, with the filters applied
-    in the same query); each is checked by :func:`phonetic.best_match`, and
-    those scoring at least ``min_score`` are hits, spanning the matched words.
+    in the same query). All are scored at once (:func:`phonetic.distances`);
+    those scoring at least ``min_score`` are hits, and the best ``limit`` are
+    located (:func:`phonetic.best_match`): the words that matched, their times.
     """
     if not 0.0 <= min_score <= 1.0:
         raise QueryError("--min-score must be between 0 and 1")
     phones = _query_phonemes(query)
     with db_errors(engine), DbSession(engine) as db:
         where, params = _where(db, filters)
-        sql = text(
-            f"SELECT u.id FROM {phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid "
-            "JOIN sessions AS s ON s.id = u.session_id "
-            f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)} "
-            f"ORDER BY p.rank LIMIT :limit"
-        ).bindparams(*_typed(params))
-        ids = list(
-            db.scalars(
-                sql, {"match": phonetic.match_query(phones), "limit": FUZZY_CANDIDATES, **params}
+        sql = (
+            text(
+                f"SELECT u.id, u.at FROM {phonetic.TABLE} AS p "
+                "JOIN utterances AS u ON u.id = p.rowid JOIN sessions AS s ON s.id = u.session_id "
+                f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)} "
+                "ORDER BY p.rank LIMIT :limit"
             )
+            .bindparams(*_typed(params))
+            .columns(id=Integer(), at=schema.UTCDateTime())
         )
+        found = db.execute(
+            sql, {"match": phonetic.match_query(phones), "limit": FUZZY_CANDIDATES, **params}
+        ).all()
+        said = _words_of(db, [i for i, _ in found])
+        streams = [[phonetic.word_phonemes(w) for w in said.get(i, [])] for i, _ in found]
+        scores = 1.0 - phonetic.distances(phones, streams) / len(phones)
+        ranked = sorted(
+            ((float(score), at, i) for (i, at), score in zip(found, scores, strict=True)),
+            key=lambda sai: (-sai[0], -sai[1].timestamp(), -sai[2]),
+        )
+        best = [(score, i) for score, _, i in ranked if score >= min_score][:limit]
         rows = db.scalars(
             select(schema.Utterance)
-            .where(schema.Utterance.id.in_(ids))
-            .options(selectinload(schema.Utterance.words))
+            .where(schema.Utterance.id.in_([i for _, i in best]))
+            .options(
+                selectinload(schema.Utterance.words),
+                selectinload(schema.Utterance.session).selectinload(schema.Session.segments),
+            )
         ).all()
-        scored = []
-        for utt in rows:
-            found = phonetic.best_match(phones, [w.text for w in utt.words])
-            if found is not None and found.score >= min_score:
-                scored.append((found, utt))
-        scored.sort(key=lambda fu: (-fu[0].score, -fu[1].at.timestamp(), -fu[1].id))
-        best = scored[:limit]
-        db.scalars(  # the sessions and segments of the hits only
-            select(schema.Session)
-            .where(schema.Session.id.in_({u.session_id for _, u in best}))
-            .options(selectinload(schema.Session.segments))
-        ).all()
-        return [_hit_at(u, m.first, m.last, round(m.score, 3)) for m, u in best]
+        by_id = {u.id: u for u in rows}
+        hits = []
+        for score, i in best:
+            utt = by_id[i]
+            span = phonetic.best_match(phones, [w.text for w in utt.words])
+            hits.append(_hit_at(utt, span.first, span.last, round(score, 3)))
+        return hits
+
+
+def _words_of(db: DbSession, ids: list[int]) -> dict[int, list[str]]:
+    """Each utterance's words, in order (plain rows: ORM objects cost more than matching)."""
+    out: dict[int, list[str]] = {i: [] for i in ids}
+    if ids:
+        rows = db.execute(
+            text(
+                "SELECT utterance_id, text FROM words WHERE utterance_id IN :ids "
+                "ORDER BY utterance_id, idx"
+            ).bindparams(bindparam("ids", expanding=True)),
+            {"ids": ids},
+        )
+        for utterance_id, word in rows:
+            out[utterance_id].append(word)
+    return out
 
 
 def _query_phonemes(query: str) -> list[str]:
