@@ -9,7 +9,7 @@ covers the rest (words of another engine, names typed in a query).
 
 Each utterance's phoneme stream is indexed as phoneme trigrams (``AH_B_K``)
 in the FTS5 table ``utterances_phonetic``, so candidates come from the index,
-not from a scan; :func:`best_match` then checks each candidate by an
+not from a scan; :func:`distances` and :func:`best_match` then check each candidate by an
 approximate substring match that maps back to whole words.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 TABLE = "utterances_phonetic"
+VOCAB = "utterances_phonetic_vocab"  # fts5vocab: how many utterances have each trigram
 # A match may start or end inside a recognized word (the recognizer cut the
 # words differently from the speaker), at this cost per end, in phonemes.
 PARTIAL_WORD_COST = 0.5
@@ -168,12 +169,6 @@ def index_utterances(connection, rows: list[tuple[int, list[str]]]) -> None:
             text(f"INSERT INTO {TABLE}(rowid, trigrams) VALUES (:id, :trigrams)"),
             [{"id": i, "trigrams": index_text(words)} for i, words in rows],
         )
-
-
-def match_query(phones: list[str]) -> str:
-    """The FTS5 query for candidates: any of the phrase's trigrams (best by bm25)."""
-    unique = dict.fromkeys(trigrams(phones))
-    return " OR ".join(f'"{t}"' for t in unique)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,11 @@ nothing searchable is left, rejected with a one-line message.
 
 from __future__ import annotations
 
+import heapq
+import math
 import re
 import unicodedata
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -303,6 +306,11 @@ def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
 FUZZY_MIN_SCORE = 0.65  # the knee on the real-speech corpus (bench/findability.py)
 FUZZY_CANDIDATES = 200  # utterances checked by edit distance, the best by trigram bm25
 FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
+# Utterance-trigram pairs a query reads at most: its rarest trigrams are asked for
+# until their utterances add up to this, so a query costs about the same in an
+# archive of any size (a common trigram is in a good share of all utterances).
+FUZZY_POSTINGS = 20_000
+FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common
 
 
 def fuzzy_search(
@@ -310,30 +318,17 @@ def fuzzy_search(
 ) -> list[Hit]:
     """Utterances whose words sound like the phrase, best score first (then newest).
 
-    Candidates are the utterances sharing the most phoneme trigrams with the
-    phrase (FTS5 bm25 over ``utterances_phonetic``, with the filters applied
-    in the same query). All are scored at once (:func:`phonetic.distances`);
-    those scoring at least ``min_score`` are hits, and the best ``limit`` are
-    located (:func:`phonetic.best_match`): the words that matched, their times.
+    Candidates are the utterances sharing the most of the phrase's rarer
+    phoneme trigrams (:func:`_candidates`). All are scored at once
+    (:func:`phonetic.distances`); those scoring at least ``min_score`` are
+    hits, and the best ``limit`` are located (:func:`phonetic.best_match`):
+    the words that matched, their times.
     """
     if not 0.0 <= min_score <= 1.0:
         raise QueryError("--min-score must be between 0 and 1")
     phones = _query_phonemes(query)
     with db_errors(engine), DbSession(engine) as db:
-        where, params = _where(db, filters)
-        sql = (
-            text(
-                f"SELECT u.id, u.at FROM {phonetic.TABLE} AS p "
-                "JOIN utterances AS u ON u.id = p.rowid JOIN sessions AS s ON s.id = u.session_id "
-                f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)} "
-                "ORDER BY p.rank LIMIT :limit"
-            )
-            .bindparams(*_typed(params))
-            .columns(id=Integer(), at=schema.UTCDateTime())
-        )
-        found = db.execute(
-            sql, {"match": phonetic.match_query(phones), "limit": FUZZY_CANDIDATES, **params}
-        ).all()
+        found = _candidates(db, phonetic.trigrams(phones), filters)
         said = _words_of(db, [i for i, _ in found])
         streams = [[phonetic.word_phonemes(w) for w in said.get(i, [])] for i, _ in found]
         scores = 1.0 - phonetic.distances(phones, streams) / len(phones)
@@ -357,6 +352,62 @@ def fuzzy_search(
             span = phonetic.best_match(phones, [w.text for w in utt.words])
             hits.append(_hit_at(utt, span.first, span.last, round(score, 3)))
         return hits
+
+
+def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[tuple[int, datetime]]:
+    """(id, time) of the utterances, within the filters, sharing the most of the rarest
+    trigrams, each weighted by its rarity (idf); at most :data:`FUZZY_CANDIDATES`.
+
+    Not FTS5's bm25: ranking every match in SQL cost 100 ms per 10 000 matches,
+    counting them here a few. Only the rarest trigrams are asked for
+    (:func:`_rarest`), so a query reads about as much in a large archive as in
+    a small one.
+    """
+    where, params = _where(db, filters)
+    sql = text(
+        f"SELECT p.rowid FROM {phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid "
+        "JOIN sessions AS s ON s.id = u.session_id "
+        f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)}"
+    ).bindparams(*_typed(params))
+    everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
+    votes: dict[int, float] = defaultdict(float)
+    for term, count in _rarest(db, trigrams):
+        weight = math.log(everyone / count)
+        # plain rows: thousands of ids, and SQLAlchemy's result rows cost more than the query
+        for (i,) in db.execute(sql, {"match": f'"{term}"', **params}).cursor.fetchall():
+            votes[i] += weight
+    top = heapq.nlargest(FUZZY_CANDIDATES, votes, key=lambda i: (votes[i], i))
+    if not top:
+        return []
+    at = dict(
+        db.execute(
+            text("SELECT id, at FROM utterances WHERE id IN :ids")
+            .bindparams(bindparam("ids", expanding=True))
+            .columns(id=Integer(), at=schema.UTCDateTime()),
+            {"ids": top},
+        ).all()
+    )
+    return [(i, at[i]) for i in top]
+
+
+def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
+    """The query's rarest trigrams that the archive has, with how many utterances have
+    each, until those add up to :data:`FUZZY_POSTINGS` (at least :data:`FUZZY_MIN_TRIGRAMS`)."""
+    counts = dict(
+        db.execute(
+            text(f"SELECT term, doc FROM {phonetic.VOCAB} WHERE term IN :terms").bindparams(
+                bindparam("terms", expanding=True)
+            ),
+            {"terms": sorted({t.casefold() for t in trigrams})},
+        ).all()
+    )
+    asked, total = [], 0
+    for term, count in sorted(counts.items(), key=lambda tc: tc[1]):
+        if len(asked) >= FUZZY_MIN_TRIGRAMS and total + count > FUZZY_POSTINGS:
+            break
+        asked.append((term, count))
+        total += count
+    return asked
 
 
 def _words_of(db: DbSession, ids: list[int]) -> dict[int, list[str]]:

@@ -29,6 +29,10 @@ def upgrade() -> None:
         "CREATE VIRTUAL TABLE utterances_phonetic USING fts5("
         "trigrams, tokenize = \"unicode61 tokenchars '_'\", detail = none)"
     )
+    # how many utterances have each trigram: search reads the rarest ones
+    op.execute(
+        "CREATE VIRTUAL TABLE utterances_phonetic_vocab USING fts5vocab(utterances_phonetic, 'row')"
+    )
     op.execute(
         "CREATE TRIGGER utterances_phonetic_ad AFTER DELETE ON utterances BEGIN "
         "DELETE FROM utterances_phonetic WHERE rowid = old.id; END"
@@ -61,4 +65,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS utterances_phonetic_ad")
+    op.execute("DROP TABLE IF EXISTS utterances_phonetic_vocab")
     op.execute("DROP TABLE IF EXISTS utterances_phonetic")
