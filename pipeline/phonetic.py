@@ -59,15 +59,18 @@ def _dictionary_path() -> Path:
 
 
 @cache
-def dictionary() -> dict[str, tuple[str, ...]]:
-    """word → phonemes of its first pronunciation, stress digits dropped (loaded once)."""
-    out: dict[str, tuple[str, ...]] = {}
-    with _dictionary_path().open(encoding="utf-8") as lines:
-        for line in lines:
-            word, _, phones = line.strip().partition(" ")
-            if not phones or "(" in word:  # "read(2)": another pronunciation
-                continue
-            out.setdefault(word, tuple(re.sub(r"\d", "", p) for p in phones.split()))
+def dictionary() -> dict[str, str]:
+    """word → phonemes of its first pronunciation, space-separated, stress digits dropped.
+
+    Loaded once per process. Values are kept as one string each (split when a
+    word is looked up): a tuple of phonemes per word would double its memory.
+    """
+    out: dict[str, str] = {}
+    text = re.sub(r"(?<=[A-Z])\d", "", _dictionary_path().read_text(encoding="utf-8"))
+    for line in text.splitlines():
+        word, _, phones = line.partition(" ")
+        if phones and not word.endswith(")"):  # "read(2)": another pronunciation
+            out.setdefault(word, phones.strip())
     return out
 
 
@@ -77,10 +80,10 @@ def word_phonemes(word: str) -> tuple[str, ...]:
     folded = _fold(word)
     known = dictionary()
     if folded in known:
-        return known[folded]
+        return tuple(known[folded].split())
     out: list[str] = []
     for part in re.findall(r"[a-z']+", folded):
-        out.extend(known.get(part) or letter_to_sound(part))
+        out.extend(known[part].split() if part in known else letter_to_sound(part))
     return tuple(out)
 
 
