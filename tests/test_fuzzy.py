@@ -235,3 +235,47 @@ def test_words_indexed_before_the_phonetic_index_are_found_by_sound(home):
 def test_the_dictionary_is_the_one_pocketsphinx_ships():
     assert Path(phonetic._dictionary_path()).is_file()
     assert len(phonetic.dictionary()) > 100_000
+
+
+def test_words_carried_into_a_new_transcript_are_found_by_sound(db):
+    """A reindex keeps the old words of audio it could not hear; those are indexed too."""
+    from datetime import UTC, datetime
+
+    from pipeline.index import Indexer
+    from pipeline.messages import SessionStarted, TranscriptDone, Utterance, Word
+
+    def said(text: str, at: float, engine: str, reindex: bool = False) -> Utterance:
+        words = tuple(
+            Word(w, at + i * 0.3, at + i * 0.3 + 0.25, 1.0) for i, w in enumerate(text.split())
+        )
+        return Utterance("k", words[0].start, words[-1].end, words, engine, reindex)
+
+    indexer = Indexer(db)
+    indexer.write(
+        [
+            SessionStarted("k", "file", "a.wav", datetime(2026, 1, 5, tzinfo=UTC), 16000, 1),
+            said("he was not until this blows young man", 1.0, "old"),
+            said("the budget meeting starts at nine", 20.0, "old"),
+        ]
+    )
+    indexer.write(
+        [
+            said("the budget meeting starts at noon", 20.0, "new", reindex=True),
+            TranscriptDone("k", "new", 16000 * 30, 16000, ((16000 * 15, 16000 * 30),)),
+        ]
+    )
+    [carried] = search(db, "ill disposed young", fuzzy=True)
+    assert carried.engine == "old" and carried.start == 1.9
+    [heard] = search(db, "budget meeting starts", fuzzy=True)
+    assert heard.engine == "new" and heard.score == 1.0
+
+
+def test_a_query_reads_only_the_rarest_trigrams_of_a_large_archive(corpus_home, monkeypatch):
+    """The postings budget bounds a query's work; the rarest trigrams still find the phrase."""
+    from pipeline import search as module
+
+    monkeypatch.setattr(module, "FUZZY_POSTINGS", 1)
+    archive = Archive(corpus_home)
+    phrase, clip = MISHEARD[0]
+    [top, *_] = archive.search(phrase, fuzzy=True)
+    assert top.session_id == session_of(archive, clip)
