@@ -575,7 +575,7 @@ def search(
         typer.Option(help=f"With --fuzzy: lowest score shown, 0..1 (default {FUZZY_MIN_SCORE})."),
     ] = None,
 ) -> None:
-    """Find where a phrase was said, newest first."""
+    """Find where a phrase was said, newest first (--fuzzy: best first)."""
     archive = Archive(_home(home))
     hits = archive.search(
         phrase,
