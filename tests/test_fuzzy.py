@@ -183,21 +183,28 @@ def test_fuzzy_input_with_nothing_to_search_by_is_one_line(cli, corpus_home, arg
     assert_one_line(result, QueryError.exit_code, phrase)
 
 
-def test_every_utterance_is_in_the_phonetic_index_until_it_is_deleted(corpus_home, tmp_path):
-    copy = tmp_path / "pipeline.db"
-    shutil.copy(corpus_home.db_path, copy)
-    con = sqlite3.connect(copy)
-
-    def counts() -> tuple[int, int]:
-        return tuple(
-            con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("utterances", "utterances_phonetic")
-        )
-
-    assert counts()[0] > 0 and counts()[0] == counts()[1]
-    con.execute("DELETE FROM utterances WHERE session_id = 1")
-    assert counts()[0] == counts()[1]
+def test_every_utterance_is_in_the_phonetic_index_and_a_deleted_one_is_never_a_hit(
+    corpus_home, tmp_path
+):
+    copy = Home(tmp_path / "home")
+    shutil.copytree(corpus_home.root, copy.root)
+    con = sqlite3.connect(copy.db_path)
+    utterances = con.execute("SELECT id FROM utterances").fetchall()
+    assert utterances
+    for (i,) in utterances:
+        words = [w for (w,) in con.execute("SELECT text FROM words WHERE utterance_id = ?", (i,))]
+        for trigram in phonetic.trigrams(phonetic.phonemes(words)):
+            found = con.execute(
+                "SELECT rowid FROM utterances_phonetic WHERE utterances_phonetic MATCH ?",
+                (f'"{trigram}"',),
+            ).fetchall()
+            assert (i,) in found, (i, trigram)
+    [hit] = Archive(copy).search("ill disposed young", fuzzy=True)
+    con.execute("DELETE FROM words WHERE utterance_id = ?", (hit.id,))
+    con.execute("DELETE FROM utterances WHERE id = ?", (hit.id,))
+    con.commit()
     con.close()
+    assert Archive(copy).search("ill disposed young", fuzzy=True) == []
 
 
 def test_words_indexed_before_the_phonetic_index_are_found_by_sound(home):

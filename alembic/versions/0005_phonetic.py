@@ -1,10 +1,14 @@
 """The phonetic index: each utterance's phoneme trigrams, for ``search --fuzzy``.
 
-An FTS5 table with its own content (rowid = the utterance id) whose tokens are
-phoneme trigrams such as ``AH_B_K`` (``_`` is a token character). Phonemes
-need the pronouncing dictionary, which SQL cannot reach, so the indexer writes
-each row with its utterance; a trigger removes it with the utterance. Existing
-utterances are indexed here.
+A contentless FTS5 table (rowid = the utterance id; ``content=''``: the
+trigrams themselves are not stored, which would be 85 % of its size) whose
+tokens are phoneme trigrams such as ``AH_B_K`` (``_`` is a token character),
+with an ``fts5vocab`` table that tells how many utterances have each.
+Phonemes need the pronouncing dictionary, which SQL cannot reach, so the
+indexer writes each row with its utterance; existing utterances are indexed
+here. SQLite before 3.43 cannot delete from a contentless table, so a deleted
+utterance's row stays: search joins the index with ``utterances`` and checks
+every candidate's real words, so such a row can never make a hit.
 
 Revision ID: 0005
 Revises: 0004
@@ -26,16 +30,12 @@ def upgrade() -> None:
     from pipeline.phonetic import index_utterances
 
     op.execute(
-        "CREATE VIRTUAL TABLE utterances_phonetic USING fts5("
-        "trigrams, tokenize = \"unicode61 tokenchars '_'\", detail = none)"
+        "CREATE VIRTUAL TABLE utterances_phonetic USING fts5(trigrams, "
+        "tokenize = \"unicode61 tokenchars '_'\", detail = none, content = '', columnsize = 0)"
     )
     # how many utterances have each trigram: search reads the rarest ones
     op.execute(
         "CREATE VIRTUAL TABLE utterances_phonetic_vocab USING fts5vocab(utterances_phonetic, 'row')"
-    )
-    op.execute(
-        "CREATE TRIGGER utterances_phonetic_ad AFTER DELETE ON utterances BEGIN "
-        "DELETE FROM utterances_phonetic WHERE rowid = old.id; END"
     )
     bind = op.get_bind()
     after = 0
@@ -64,6 +64,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER IF EXISTS utterances_phonetic_ad")
     op.execute("DROP TABLE IF EXISTS utterances_phonetic_vocab")
     op.execute("DROP TABLE IF EXISTS utterances_phonetic")
