@@ -13,11 +13,12 @@ bundled PocketSphinx), one session per clip.
 * **Spoken phrases**: every run of 3 words of each reference. Its true time is
   that of its first word in a forced alignment of the reference with
   PocketSphinx (``Decoder.set_align_text``, then ``seg()``). A phrase is
-  *found* if a hit is in its clip's session and starts within ±1.5 s of it.
+  *found* if one of its first 50 hits (fuzzy: scoring at least the cut-off)
+  is in its clip's session and starts within ±1.5 s of it.
 * **Unspoken phrases**: every run of 3 words of other texts, never said in
   the corpus: the opening of *A Tale of Two Cities* and the sentences of
-  ``tests/data/festival/meeting.json``. One is *rejected* if fuzzy search answers nothing at
-  or above the cut-off.
+  ``tests/data/festival/meeting.json``. One is *rejected* if fuzzy search
+  answers nothing at or above the cut-off.
 
 It prints the found rate of exact and fuzzy search, the rejected rate, the
 same for a range of cut-offs (to tune ``FUZZY_MIN_SCORE``), and fuzzy query

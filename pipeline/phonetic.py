@@ -9,8 +9,9 @@ covers the rest (words of another engine, names typed in a query).
 
 Each utterance's phoneme stream is indexed as phoneme trigrams (``AH_B_K``)
 in the FTS5 table ``utterances_phonetic``, so candidates come from the index,
-not from a scan; :func:`distances` and :func:`best_match` then check each candidate by an
-approximate substring match that maps back to whole words.
+not from a scan; :func:`distances` (all candidates at once) and
+:func:`best_match` (the hits shown: which words) then check them by an
+approximate substring match over phonemes that maps back to whole words.
 """
 
 from __future__ import annotations
