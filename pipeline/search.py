@@ -304,7 +304,7 @@ def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
 
 # --fuzzy: matching by sound (pipeline.phonetic)
 FUZZY_MIN_SCORE = 0.65  # the knee on the real-speech corpus (bench/findability.py)
-FUZZY_CANDIDATES = 200  # utterances checked by edit distance, the best by trigram bm25
+FUZZY_CANDIDATES = 200  # utterances checked by edit distance: those sharing the most trigrams
 FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
 # Utterance-trigram pairs a query reads at most: its rarest trigrams are asked for
 # until their utterances add up to this, so a query costs about the same in an
