@@ -208,7 +208,7 @@ def test_every_utterance_is_in_the_phonetic_index_and_a_deleted_one_is_never_a_h
 
 
 def test_words_indexed_before_the_phonetic_index_are_found_by_sound(home):
-    """Migration 0005 indexes the utterances already in the archive."""
+    """The phonetic migration (*_phonetic.py) indexes the utterances already there."""
     engine = open_database(home)
     cfg = _alembic_config(engine)
     with engine.begin() as conn:
