@@ -10,16 +10,16 @@ here. SQLite before 3.43 cannot delete from a contentless table, so a deleted
 utterance's row stays: search joins the index with ``utterances`` and checks
 every candidate's real words, so such a row can never make a hit.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-25
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
