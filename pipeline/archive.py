@@ -88,11 +88,29 @@ class Archive:
         migrate(self.engine)
 
     def search(
-        self, query: str, *, limit: int = 20, fts: bool = False, rank: bool = False, **filters
+        self,
+        query: str,
+        *,
+        limit: int = 20,
+        fts: bool = False,
+        rank: bool = False,
+        fuzzy: bool = False,
+        min_score: float | None = None,
+        **filters,
     ) -> list[Hit]:
-        """Hits for a phrase (or, with ``fts``, an FTS5 query); ``filters`` are the fields
-        of :class:`~pipeline.search.Filters` (since, until, session, source, device, model)."""
-        return search(self.engine, query, limit=limit, fts=fts, rank=rank, **filters)
+        """Hits for a phrase (or, with ``fts``, an FTS5 query; with ``fuzzy``, what sounds
+        like it, scoring at least ``min_score``); ``filters`` are the fields of
+        :class:`~pipeline.search.Filters` (since, until, session, source, device, model)."""
+        return search(
+            self.engine,
+            query,
+            limit=limit,
+            fts=fts,
+            rank=rank,
+            fuzzy=fuzzy,
+            min_score=min_score,
+            **filters,
+        )
 
     def context(self, hit: Hit, words: int) -> tuple[list[str], list[str]]:
         """Up to ``words`` words said just before and just after a hit's match, across

@@ -59,7 +59,7 @@ from .reindex import reindex as run_reindex
 from .repair import Action
 from .repair import repair as run_repair
 from .replay import DEFAULT_PADDING_SECONDS
-from .search import Hit
+from .search import FUZZY_MIN_SCORE, Hit
 from .sources import KINDS, SourceSpec, live_backend
 from .status import collect as collect_status
 from .statusview import render_status
@@ -568,14 +568,26 @@ def search(
     context: Annotated[
         int, typer.Option(help="Show this many words said before and after each match.")
     ] = 0,
+    fuzzy: Annotated[
+        bool,
+        typer.Option(
+            "--fuzzy", help="Find what sounds like the phrase, even if misheard; best first."
+        ),
+    ] = False,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help=f"With --fuzzy: lowest score shown, 0..1 (default {FUZZY_MIN_SCORE})."),
+    ] = None,
 ) -> None:
-    """Find where a phrase was said, newest first."""
+    """Find where a phrase was said, newest first (--fuzzy: best first)."""
     archive = Archive(_home(home))
     hits = archive.search(
         phrase,
         limit=limit,
         fts=fts,
         rank=rank,
+        fuzzy=fuzzy,
+        min_score=min_score,
         model=model,
         since=_when("--since", since),
         until=_when("--until", until, end=True),
@@ -597,12 +609,15 @@ def search(
     table.add_column("session", justify="right")
     table.add_column("where", overflow="fold")
     table.add_column("text", ratio=1)
+    if fuzzy:
+        table.add_column("score", justify="right")
     for h in hits:
         where = (
             f"{Path(h.segment).name} @ {_clock(h.segment_offset)}" if h.segment else "(no audio)"
         )
         text = _in_context(h, *around[h.id]) if h.id in around else _highlight(h)
-        table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text)
+        score = [f"{h.score:.2f}"] if fuzzy else []
+        table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text, *score)
     out.print(table)
 
 
@@ -832,6 +847,7 @@ def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dic
         "text": h.text,
         "match": " ".join(h.words[h.match[0] : h.match[1]]),
         "engine": h.engine,
+        **({} if h.score is None else {"score": h.score}),
         **extra,
     }
 

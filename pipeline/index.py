@@ -38,6 +38,7 @@ from .messages import (
     TranscriptDone,
     Utterance,
 )
+from .phonetic import index_utterances
 from .process import become_child, nonblocking
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Indexer:
         self._transcripts: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
+        self._added: list[schema.Utterance] = []  # this transaction's, for the phonetic index
 
     def _known(self, db: DbSession, key: str) -> int | None:
         """A session this indexer did not see start (it was restarted): from the database."""
@@ -86,14 +88,23 @@ class Indexer:
         """Write a batch of messages in one transaction."""
         after: list = []
         with db_errors(self.engine), DbSession(self.engine) as db, db.begin():
+            self._added = []
             for msg in messages:
                 self._write_one(db, msg, after)
+            self._index_sounds(db)
         for item in after:
             if isinstance(item, SegmentCompacted):  # committed: the old file may go now
                 if self.recordings is not None:
                     (self.recordings / item.old_path).unlink(missing_ok=True)
                 continue
             (self.status if isinstance(item, Indexed | SessionEvent) else self.report)(item)
+
+    def _index_sounds(self, db: DbSession) -> None:
+        """The phonetic index rows of the utterances added (search --fuzzy reads them)."""
+        db.flush()
+        rows = [(u.id, [w.text for w in u.words]) for u in self._added]
+        index_utterances(db.connection(), rows)
+        self._added = []
 
     def _write_one(self, db: DbSession, msg, after: list) -> None:
         if isinstance(msg, SessionStarted):
@@ -280,7 +291,9 @@ class Indexer:
                 .options(selectinload(schema.Utterance.words))
             ):
                 if not _heard(utt, msg.runs, msg.rate):
-                    db.add(_copy(utt, transcript_id))
+                    copy = _copy(utt, transcript_id)
+                    db.add(copy)
+                    self._added.append(copy)
         db.get(schema.Transcript, transcript_id).finished_at = datetime.now(UTC)
         session.transcript_id = transcript_id
         self._transcripts.pop(key, None)
@@ -291,6 +304,7 @@ class Indexer:
         at = self._started[msg.session] + timedelta(seconds=msg.start)
         utt = _utterance_row(session_id, transcript_id, msg, at)
         db.add(utt)
+        self._added.append(utt)
         counts = self._counts[msg.session]
         counts[0] += 1
         counts[1] += len(msg.words)

@@ -9,17 +9,20 @@ nothing searchable is left, rejected with a one-line message.
 
 from __future__ import annotations
 
+import heapq
+import math
 import re
 import unicodedata
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, select, text
+from sqlalchemy import Engine, Integer, bindparam, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
-from . import schema
+from . import phonetic, schema
 from .database import db_errors
 from .errors import QueryError
 
@@ -78,6 +81,7 @@ class Hit:
     segment: str | None  # the segment file holding the phrase start (relative path)
     segment_offset: float | None  # seconds into that segment
     engine: str  # the engine and model that heard it
+    score: float | None = None  # --fuzzy: how closely the words sound like the query (0..1)
 
     @property
     def text(self) -> str:
@@ -103,6 +107,8 @@ def search(
     limit: int = 20,
     fts: bool = False,
     rank: bool = False,
+    fuzzy: bool = False,
+    min_score: float | None = None,
     filters: Filters | None = None,
     **options,
 ) -> list[Hit]:
@@ -113,11 +119,17 @@ def search(
     instead (a name from `pipeline models list`, an engine label such as
     ``vosk:vosk-model-small-en-us-0.15``, or an engine such as ``vosk``).
     ``fts``: the query is FTS5 syntax (AND, OR, NOT, NEAR, prefix*), not a
-    phrase. ``options`` are :class:`Filters` fields, as keywords.
+    phrase. ``fuzzy``: find what sounds like the phrase (see :func:`fuzzy_search`).
+    ``options`` are :class:`Filters` fields, as keywords.
     """
     if limit < 1:
         raise QueryError("--limit must be at least 1")
     filters = filters or Filters(**options)
+    if fuzzy:
+        if fts:
+            raise QueryError("--fuzzy and --fts do not combine; use one")
+        cut = FUZZY_MIN_SCORE if min_score is None else min_score
+        return fuzzy_search(engine, query, limit=limit, min_score=cut, filters=filters)
     match = fts_query(query) if fts else phrase_query(query)
     wanted = [t for t in tokens(query) if not fts or t.upper() not in FTS_WORDS]
     with db_errors(engine), DbSession(engine) as db:
@@ -244,6 +256,10 @@ def _names(label: str) -> set[str]:
 
 def _hit(utt: schema.Utterance, wanted: list[str], any_word: bool = False) -> Hit:
     first, last = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
+    return _hit_at(utt, first, last)
+
+
+def _hit_at(utt: schema.Utterance, first: int, last: int, score: float | None = None) -> Hit:
     words = utt.words
     start = words[first].start if words else utt.start
     end = words[last - 1].end if words else utt.end
@@ -264,6 +280,7 @@ def _hit(utt: schema.Utterance, wanted: list[str], any_word: bool = False) -> Hi
         segment=segment,
         segment_offset=seg_offset,
         engine=utt.engine,
+        score=score,
     )
 
 
@@ -283,6 +300,146 @@ def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
         if any(t.startswith(x) for t in tokens(w.text) for x in wanted):
             return i, i + 1
     return 0, len(words)
+
+
+# --fuzzy: matching by sound (pipeline.phonetic)
+FUZZY_MIN_SCORE = 0.65  # the knee on the real-speech corpus (bench/findability.py)
+FUZZY_CANDIDATES = 200  # utterances checked by edit distance: those sharing the most trigrams
+FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
+# Utterance-trigram pairs a query reads at most: its rarest trigrams are asked for
+# until their utterances add up to this, so a query costs about the same in an
+# archive of any size (a common trigram is in a good share of all utterances).
+FUZZY_POSTINGS = 20_000
+FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common
+
+
+def fuzzy_search(
+    engine: Engine, query: str, *, limit: int, min_score: float, filters: Filters
+) -> list[Hit]:
+    """Utterances whose words sound like the phrase, best score first (then newest).
+
+    Candidates are the utterances sharing the most of the phrase's rarer
+    phoneme trigrams (:func:`_candidates`). All are scored at once
+    (:func:`phonetic.distances`); those scoring at least ``min_score`` are
+    hits, and the best ``limit`` are located (:func:`phonetic.best_match`):
+    the words that matched, their times.
+    """
+    if not 0.0 <= min_score <= 1.0:
+        raise QueryError("--min-score must be between 0 and 1")
+    phones = _query_phonemes(query)
+    with db_errors(engine), DbSession(engine) as db:
+        found = _candidates(db, phonetic.trigrams(phones), filters)
+        said = _words_of(db, [i for i, _ in found])
+        streams = [[phonetic.word_phonemes(w) for w in said.get(i, [])] for i, _ in found]
+        scores = 1.0 - phonetic.distances(phones, streams) / len(phones)
+        ranked = sorted(
+            ((float(score), at, i) for (i, at), score in zip(found, scores, strict=True)),
+            key=lambda sai: (-sai[0], -sai[1].timestamp(), -sai[2]),
+        )
+        best = [(score, i) for score, _, i in ranked if score >= min_score][:limit]
+        rows = db.scalars(
+            select(schema.Utterance)
+            .where(schema.Utterance.id.in_([i for _, i in best]))
+            .options(
+                selectinload(schema.Utterance.words),
+                selectinload(schema.Utterance.session).selectinload(schema.Session.segments),
+            )
+        ).all()
+        by_id = {u.id: u for u in rows}
+        hits = []
+        for score, i in best:
+            utt = by_id[i]
+            span = phonetic.best_match(phones, [w.text for w in utt.words])
+            hits.append(_hit_at(utt, span.first, span.last, round(score, 3)))
+        return hits
+
+
+def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[tuple[int, datetime]]:
+    """(id, time) of the utterances, within the filters, sharing the most of the rarest
+    trigrams, each weighted by its rarity (idf); at most :data:`FUZZY_CANDIDATES`.
+
+    Not FTS5's bm25: ranking every match in SQL cost 100 ms per 10 000 matches,
+    counting them here a few. Only the rarest trigrams are asked for
+    (:func:`_rarest`), so a query reads about as much in a large archive as in
+    a small one.
+    """
+    where, params = _where(db, filters)
+    sql = text(
+        f"SELECT p.rowid FROM {phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid "
+        "JOIN sessions AS s ON s.id = u.session_id "
+        f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)}"
+    ).bindparams(*_typed(params))
+    everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
+    votes: dict[int, float] = defaultdict(float)
+    for term, count in _rarest(db, trigrams):
+        weight = math.log(everyone / count)
+        # plain rows: thousands of ids, and SQLAlchemy's result rows cost more than the query
+        for (i,) in db.execute(sql, {"match": f'"{term}"', **params}).cursor.fetchall():
+            votes[i] += weight
+    top = heapq.nlargest(FUZZY_CANDIDATES, votes, key=lambda i: (votes[i], i))
+    if not top:
+        return []
+    at = dict(
+        db.execute(
+            text("SELECT id, at FROM utterances WHERE id IN :ids")
+            .bindparams(bindparam("ids", expanding=True))
+            .columns(id=Integer(), at=schema.UTCDateTime()),
+            {"ids": top},
+        ).all()
+    )
+    return [(i, at[i]) for i in top]
+
+
+def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
+    """The query's rarest trigrams that the archive has, with how many utterances have
+    each, until those add up to :data:`FUZZY_POSTINGS` (at least :data:`FUZZY_MIN_TRIGRAMS`)."""
+    counts = dict(
+        db.execute(
+            text(f"SELECT term, doc FROM {phonetic.VOCAB} WHERE term IN :terms").bindparams(
+                bindparam("terms", expanding=True)
+            ),
+            {"terms": sorted({t.casefold() for t in trigrams})},
+        ).all()
+    )
+    asked, total = [], 0
+    for term, count in sorted(counts.items(), key=lambda tc: tc[1]):
+        if len(asked) >= FUZZY_MIN_TRIGRAMS and total + count > FUZZY_POSTINGS:
+            break
+        asked.append((term, count))
+        total += count
+    return asked
+
+
+def _words_of(db: DbSession, ids: list[int]) -> dict[int, list[str]]:
+    """Each utterance's words, in order (plain rows: ORM objects cost more than matching)."""
+    out: dict[int, list[str]] = {i: [] for i in ids}
+    if ids:
+        rows = db.execute(
+            text(
+                "SELECT utterance_id, text FROM words WHERE utterance_id IN :ids "
+                "ORDER BY utterance_id, idx"
+            ).bindparams(bindparam("ids", expanding=True)),
+            {"ids": ids},
+        )
+        for utterance_id, word in rows:
+            out[utterance_id].append(word)
+    return out
+
+
+def _query_phonemes(query: str) -> list[str]:
+    """The phrase's phonemes; QueryError if it has too little sound to search by."""
+    _check_length(query)
+    words = tokens(query)
+    if not words:
+        raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
+    if len(words) > MAX_QUERY_WORDS:
+        raise QueryError(
+            f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
+        )
+    phones = phonetic.phonemes(words)
+    if len(phones) < FUZZY_MIN_PHONEMES:
+        raise QueryError(f"{query[:40]!r} is too short to search by sound; give two or three words")
+    return phones
 
 
 def _segment_at(session: schema.Session, seconds: float) -> tuple[str | None, float | None]:

@@ -52,7 +52,7 @@ def test_migrating_twice_changes_nothing(db, home):
     migrate(db)
     open_archive(home)
     after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
-    assert before == after and current_revision(db) == "0005"
+    assert before == after and current_revision(db) == "0006"
 
 
 def test_downgrade_to_empty_and_back(db, home):
@@ -126,7 +126,7 @@ def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home)
     )
     con.commit()
     migrate(engine)
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     sql = fts_sql(home.db_path)
     assert "prefix='2 3 4'" in sql and "remove_diacritics 2" in sql
     assert "content='utterances'" in sql and "content_rowid='id'" in sql
@@ -204,5 +204,5 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0005"
+    assert out.stdout.strip() == "0006"
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES

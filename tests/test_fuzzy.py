@@ -1,0 +1,288 @@
+"""Sounds-like search: `search --fuzzy` finds phrases the recognizer partly misheard.
+
+The archive is real human speech (tests/data/corpus: LibriVox sentences and a
+Beckett line) ingested through the real processes with PocketSphinx, which
+gets about one word in three wrong on it; the phrases are runs of 3 words of
+the reference transcripts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from pipeline import phonetic
+from pipeline.archive import Archive
+from pipeline.config import Home
+from pipeline.database import _alembic_config, migrate, open_database
+from pipeline.errors import QueryError
+from pipeline.search import FUZZY_MIN_SCORE, search
+from pipeline.supervisor import ingest
+
+from .conftest import DATA
+from .test_errors import assert_one_line
+
+CORPUS = DATA / "corpus"
+REFERENCES = json.loads((CORPUS / "transcripts.json").read_text())
+TOLERANCE_SECONDS = 1.5
+# (phrase, clip): said there, misheard ("ill disposed young" came out as "until this
+# blows young"), so exact search misses them
+MISHEARD = [
+    ("mister john dashwood", "librivox/sense_and_sensibility_01_austen_64kb-0870.wav"),
+    ("then leisure to", "librivox/sense_and_sensibility_01_austen_64kb-0870.wav"),
+    ("not an ill", "librivox/sense_and_sensibility_01_austen_64kb-0880.wav"),
+    ("ill disposed young", "librivox/sense_and_sensibility_01_austen_64kb-0880.wav"),
+    ("disposed young man", "librivox/sense_and_sensibility_01_austen_64kb-0880.wav"),
+    ("unless to be", "librivox/sense_and_sensibility_01_austen_64kb-0890.wav"),
+    ("more respectable than", "librivox/sense_and_sensibility_01_austen_64kb-0920.wav"),
+    ("made amiable himself", "librivox/sense_and_sensibility_01_austen_64kb-0930.wav"),
+]
+NEVER_SAID = ["it was the best of times", "the budget meeting starts", "winter of despair"]
+
+
+@pytest.fixture(scope="module")
+def corpus_home(tmp_path_factory) -> Home:
+    """The corpus ingested, one session per clip; tests only read it."""
+    home = Home(tmp_path_factory.mktemp("corpus") / "home").ensure()
+    clips = home.root.parent / "clips"
+    shutil.copytree(CORPUS, clips)
+    report = ingest([clips / rel for rel in REFERENCES], home)
+    assert not report.failed and len(report.indexed) == len(REFERENCES)
+    return home
+
+
+def session_of(archive: Archive, clip: str) -> int:
+    [found] = [s.id for s in archive.sessions() if s.source.endswith(clip)]
+    return found
+
+
+def about_when(archive: Archive, clip: str, phrase: str) -> float:
+    """Where the phrase should start: its place in the reference, spread over the speech."""
+    words = REFERENCES[clip].split()
+    index = next(i for i in range(len(words)) if words[i : i + 3] == phrase.split())
+    con = sqlite3.connect(archive.home.db_path)
+    start, end = con.execute(
+        "SELECT min(start), max(end) FROM utterances WHERE session_id = ?",
+        (session_of(archive, clip),),
+    ).fetchone()
+    con.close()
+    return start + (end - start) * index / len(words)
+
+
+def test_phonemes_come_from_the_recognizers_dictionary_with_a_guess_for_the_rest():
+    assert phonetic.word_phonemes("disposed") == ("D", "IH", "S", "P", "OW", "Z", "D")
+    assert phonetic.word_phonemes("Read") == ("R", "EH", "D")  # the first pronunciation
+    assert phonetic.word_phonemes("i'm") == ("AY", "M")
+    assert phonetic.word_phonemes("dashwood") == ("D", "AE", "SH", "W", "UH", "D")
+    assert phonetic.word_phonemes("zorblatt") == phonetic.letter_to_sound("zorblatt")
+    assert phonetic.letter_to_sound("shape") == ("SH", "AE", "P")
+
+
+def test_a_match_spans_whole_words_through_misheard_and_split_words():
+    heard = ["he", "was", "not", "until", "this", "blows", "young", "man"]
+    found = phonetic.best_match(phonetic.phonemes(["ill", "disposed", "young"]), heard)
+    assert heard[found.first : found.last] == ["until", "this", "blows", "young"]
+    assert FUZZY_MIN_SCORE <= found.score < 1.0
+    exact = phonetic.best_match(phonetic.phonemes(["young", "man"]), heard)
+    assert (exact.first, exact.last, exact.score) == (6, 8, 1.0)
+
+
+@pytest.mark.parametrize(("phrase", "clip"), MISHEARD)
+def test_a_misheard_phrase_is_missed_by_exact_search_and_found_by_sound(corpus_home, phrase, clip):
+    archive = Archive(corpus_home)
+    session = session_of(archive, clip)
+    assert not [h for h in archive.search(phrase) if h.session_id == session]
+    hits = archive.search(phrase, fuzzy=True)
+    assert hits and hits[0].session_id == session, [(h.text, h.score) for h in hits]
+    top = hits[0]
+    assert FUZZY_MIN_SCORE <= top.score < 1.0
+    assert abs(top.start - about_when(archive, clip, phrase)) <= TOLERANCE_SECONDS
+    said = top.words[top.match[0] : top.match[1]]
+    assert 1 <= len(said) <= 5 and top.start <= top.end
+
+
+def test_fuzzy_finds_what_exact_search_finds_and_more(corpus_home):
+    archive = Archive(corpus_home)
+    exact = fuzzy = total = 0
+    for clip, reference in REFERENCES.items():
+        session = session_of(archive, clip)
+        words = reference.split()
+        for i in range(len(words) - 2):
+            phrase = " ".join(words[i : i + 3])
+            total += 1
+            found = any(h.session_id == session for h in archive.search(phrase))
+            try:
+                by_sound = any(h.session_id == session for h in archive.search(phrase, fuzzy=True))
+            except QueryError:  # "a more a": too little sound to search by
+                by_sound = False
+            assert by_sound or not found, phrase
+            exact += found
+            fuzzy += by_sound
+    assert exact / total < 0.55 and fuzzy / total >= 0.7, (exact, fuzzy, total)
+
+
+@pytest.mark.parametrize("phrase", NEVER_SAID)
+def test_a_phrase_never_said_finds_nothing(corpus_home, phrase):
+    assert Archive(corpus_home).search(phrase, fuzzy=True) == []
+
+
+def test_filters_and_min_score_apply_to_fuzzy_search(corpus_home):
+    archive = Archive(corpus_home)
+    clip = MISHEARD[3][1]
+    right = str(session_of(archive, clip))
+    other = str(session_of(archive, MISHEARD[0][1]))
+    phrase = "ill disposed young"
+    assert [h.session_id for h in archive.search(phrase, fuzzy=True, session=right)] == [int(right)]
+    assert archive.search(phrase, fuzzy=True, session=other) == []
+    assert archive.search(phrase, fuzzy=True, source="mic") == []
+    assert archive.search(phrase, fuzzy=True, since=_tomorrow()) == []
+    assert archive.search(phrase, fuzzy=True, min_score=0.95) == []
+    loose = archive.search(phrase, fuzzy=True, min_score=0.3, limit=3)
+    assert len(loose) == 3 and [h.score for h in loose] == sorted(
+        (h.score for h in loose), reverse=True
+    )
+    with pytest.raises(QueryError, match="min-score"):
+        archive.search(phrase, fuzzy=True, min_score=1.5)
+
+
+def _tomorrow():
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(days=1)
+
+
+def test_the_cli_shows_each_hits_score(cli, corpus_home):
+    result = cli("search", "--fuzzy", "ill disposed young", "--home", corpus_home.root)
+    assert result.exit_code == 0, result.output
+    assert "score" in result.stdout and "until this blows young" in result.stdout
+    as_json = cli("search", "--fuzzy", "ill disposed young", "--json", "--home", corpus_home.root)
+    [hit] = json.loads(as_json.stdout)["hits"]
+    assert hit["match"] == "until this blows young" and FUZZY_MIN_SCORE <= hit["score"] < 1
+    plain = cli("search", "rather cold hearted", "--json", "--home", corpus_home.root)
+    assert "score" not in json.loads(plain.stdout)["hits"][0]
+    nothing = cli("search", "--fuzzy", "winter of despair", "--home", corpus_home.root)
+    assert nothing.exit_code == 0 and "no match" in nothing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--fuzzy", "!!! ???"], "nothing to search for"),
+        (["--fuzzy", "hi"], "too short to search by sound"),
+        (["--fuzzy", "--fts", "ill disposed young"], "do not combine"),
+        (["--fuzzy", "--min-score", "2", "ill disposed young"], "--min-score"),
+    ],
+)
+def test_fuzzy_input_with_nothing_to_search_by_is_one_line(cli, corpus_home, args, phrase):
+    result = cli("search", *args, "--home", corpus_home.root)
+    assert_one_line(result, QueryError.exit_code, phrase)
+
+
+def test_every_utterance_is_in_the_phonetic_index_and_a_deleted_one_is_never_a_hit(
+    corpus_home, tmp_path
+):
+    copy = Home(tmp_path / "home")
+    shutil.copytree(corpus_home.root, copy.root)
+    con = sqlite3.connect(copy.db_path)
+    utterances = con.execute("SELECT id FROM utterances").fetchall()
+    assert utterances
+    for (i,) in utterances:
+        words = [w for (w,) in con.execute("SELECT text FROM words WHERE utterance_id = ?", (i,))]
+        for trigram in phonetic.trigrams(phonetic.phonemes(words)):
+            found = con.execute(
+                "SELECT rowid FROM utterances_phonetic WHERE utterances_phonetic MATCH ?",
+                (f'"{trigram}"',),
+            ).fetchall()
+            assert (i,) in found, (i, trigram)
+    [hit] = Archive(copy).search("ill disposed young", fuzzy=True)
+    con.execute("DELETE FROM words WHERE utterance_id = ?", (hit.id,))
+    con.execute("DELETE FROM utterances WHERE id = ?", (hit.id,))
+    con.commit()
+    con.close()
+    assert Archive(copy).search("ill disposed young", fuzzy=True) == []
+
+
+def test_words_indexed_before_the_phonetic_index_are_found_by_sound(home):
+    """The phonetic migration (*_phonetic.py) indexes the utterances already there."""
+    engine = open_database(home)
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    con = sqlite3.connect(home.db_path)
+    con.executescript(
+        "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
+        "frames, status, transcript_id) VALUES (7, 'k', 'file', 'a.wav', "
+        "'2026-01-05 09:00:00.000000', 16000, 1, 160000, 'complete', 1);"
+        "INSERT INTO transcripts (id, session_id, engine, version, created_at) VALUES "
+        "(1, 7, 'pocketsphinx:en-us', '', '2026-01-05 09:00:00.000000');"
+        "INSERT INTO utterances (id, session_id, transcript_id, start, end, at, text, engine) "
+        "VALUES (1, 7, 1, 1.0, 3.0, '2026-01-05 09:00:01.000000', "
+        "'he was not until this blows young man', 'pocketsphinx:en-us');"
+    )
+    for i, word in enumerate(["he", "was", "not", "until", "this", "blows", "young", "man"]):
+        con.execute(
+            "INSERT INTO words (utterance_id, idx, text, start, end, confidence) "
+            "VALUES (1, ?, ?, ?, ?, 1.0)",
+            (i, word, 1.0 + i * 0.25, 1.2 + i * 0.25),
+        )
+    con.commit()
+    migrate(engine)
+    [hit] = search(engine, "ill disposed young", fuzzy=True)
+    assert hit.words[hit.match[0] : hit.match[1]] == ("until", "this", "blows", "young")
+    assert (hit.start, hit.end) == (1.75, 2.7)
+    engine.dispose()
+
+
+def test_the_dictionary_is_the_one_pocketsphinx_ships():
+    assert Path(phonetic._dictionary_path()).is_file()
+    assert len(phonetic.dictionary()) > 100_000
+
+
+def test_words_carried_into_a_new_transcript_are_found_by_sound(db):
+    """A reindex keeps the old words of audio it could not hear; those are indexed too."""
+    from datetime import UTC, datetime
+
+    from pipeline.index import Indexer
+    from pipeline.messages import SessionStarted, TranscriptDone, Utterance, Word
+
+    def said(text: str, at: float, engine: str, reindex: bool = False) -> Utterance:
+        words = tuple(
+            Word(w, at + i * 0.3, at + i * 0.3 + 0.25, 1.0) for i, w in enumerate(text.split())
+        )
+        return Utterance("k", words[0].start, words[-1].end, words, engine, reindex)
+
+    indexer = Indexer(db)
+    indexer.write(
+        [
+            SessionStarted("k", "file", "a.wav", datetime(2026, 1, 5, tzinfo=UTC), 16000, 1),
+            said("he was not until this blows young man", 1.0, "old"),
+            said("the budget meeting starts at nine", 20.0, "old"),
+        ]
+    )
+    indexer.write(
+        [
+            said("the budget meeting starts at noon", 20.0, "new", reindex=True),
+            TranscriptDone("k", "new", 16000 * 30, 16000, ((16000 * 15, 16000 * 30),)),
+        ]
+    )
+    [carried] = search(db, "ill disposed young", fuzzy=True)
+    assert carried.engine == "old" and carried.start == 1.9
+    [heard] = search(db, "budget meeting starts", fuzzy=True)
+    assert heard.engine == "new" and heard.score == 1.0
+
+
+def test_a_query_reads_only_the_rarest_trigrams_of_a_large_archive(corpus_home, monkeypatch):
+    """The postings budget bounds a query's work; the rarest trigrams still find the phrase."""
+    from pipeline import search as module
+
+    monkeypatch.setattr(module, "FUZZY_POSTINGS", 1)
+    archive = Archive(corpus_home)
+    phrase, clip = MISHEARD[0]
+    [top, *_] = archive.search(phrase, fuzzy=True)
+    assert top.session_id == session_of(archive, clip)
