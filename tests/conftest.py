@@ -29,6 +29,21 @@ def sentences(wav: Path) -> list[dict]:
     return json.loads(wav.with_suffix(".json").read_text())["sentences"]
 
 
+def archive_at(home: Home, revision: str):
+    """An engine on a database the real migrations brought only to ``revision``: an
+    archive written by an older pipeline."""
+    from alembic import command
+
+    from pipeline.database import _alembic_config, open_database
+
+    engine = open_database(home)
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return engine
+
+
 def assert_each_sentence_once_in_place(archive, model: str | None = None) -> None:
     """Every sentence of the meeting found exactly once (none lost, none doubled), in place."""
     for sentence in sentences(MEETING):

@@ -16,6 +16,8 @@ from pipeline import database
 from pipeline.database import _alembic_config, current_revision, migrate, open_archive
 from pipeline.errors import IndexerError
 
+from .conftest import archive_at
+
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
     "sessions",
@@ -67,11 +69,7 @@ def test_downgrade_to_empty_and_back(db, home):
 
 def test_words_from_before_transcripts_become_each_sessions_first_transcript(home):
     """An archive written before migration 0004 keeps every word, searchable as before."""
-    engine = database.open_database(home)
-    cfg = _alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0003")
+    engine = archive_at(home, "0003")
     con = sqlite3.connect(home.db_path)
     con.executescript(
         "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
@@ -106,11 +104,7 @@ def fts_sql(path: Path) -> str:
 
 def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home):
     """Migration 0005 rebuilds an archive's FTS5 table; old words, new words, deletes all work."""
-    engine = database.open_database(home)
-    cfg = _alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+    engine = archive_at(home, "0004")
     assert "prefix" not in fts_sql(home.db_path)
     con = sqlite3.connect(home.db_path)
     con.executescript(
@@ -154,6 +148,7 @@ def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home)
     con.execute("INSERT INTO utterances_fts(utterances_fts) VALUES ('integrity-check')")
     con.commit()
     # and a downgrade gives back the table 0001 made, still complete
+    cfg = _alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0004")

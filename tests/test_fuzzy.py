@@ -14,17 +14,16 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from alembic import command
 
 from pipeline import phonetic
 from pipeline.archive import Archive
 from pipeline.config import Home
-from pipeline.database import _alembic_config, migrate, open_database
+from pipeline.database import migrate
 from pipeline.errors import QueryError
 from pipeline.search import FUZZY_MIN_SCORE, search
 from pipeline.supervisor import ingest
 
-from .conftest import DATA
+from .conftest import DATA, archive_at
 from .test_errors import assert_one_line
 
 CORPUS = DATA / "corpus"
@@ -209,11 +208,7 @@ def test_every_utterance_is_in_the_phonetic_index_and_a_deleted_one_is_never_a_h
 
 def test_words_indexed_before_the_phonetic_index_are_found_by_sound(home):
     """The phonetic migration (*_phonetic.py) indexes the utterances already there."""
-    engine = open_database(home)
-    cfg = _alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+    engine = archive_at(home, "0004")
     con = sqlite3.connect(home.db_path)
     con.executescript(
         "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
