@@ -390,7 +390,7 @@ def record(
         int | None,
         typer.Option(
             help="Recognizers: past one, the others share a backlog if recognition falls "
-            "behind (default: the number of cores)."
+            "behind (default: 2 on a multi-core machine; each idle one costs ~80 MB)."
         ),
     ] = None,
 ) -> None:
@@ -415,7 +415,7 @@ def record(
         **_compaction(),
         on_event=lambda event: (_show_repair(event), state.apply(event)),
         partials=not quiet,
-        jobs=_jobs(jobs),
+        jobs=_jobs(jobs) if jobs is not None else min(2, os.cpu_count() or 1),
     )
     if quiet:
         report = run()
