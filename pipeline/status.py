@@ -219,10 +219,12 @@ def _coverage(db: DbSession, start: datetime, end: datetime, running: bool):
         expected += (hi - lo).total_seconds()
         captured += (hi - lo).total_seconds()
         events = _events(db, s)
-        if previous_end is not None and s.started_at > previous_end and previous_end >= start:
-            between = (s.started_at - previous_end).total_seconds()
-            # a session that began because the timeline broke: the recorder was meant to run
-            cause = next((e for e in events if e.kind in TIMELINE_BREAKS and e.offset == 0), None)
+        # a session that began because the timeline broke: the recorder was meant to run
+        # (shown even when the clocks put no time between the sessions)
+        cause = next((e for e in events if e.kind in TIMELINE_BREAKS and e.offset == 0), None)
+        later = previous_end is not None and (s.started_at > previous_end or cause is not None)
+        if later and previous_end >= start:
+            between = max(0.0, (s.started_at - previous_end).total_seconds())
             if cause is not None:
                 expected += between
             reason = "not recording" if cause is None else f"{cause.kind}: {cause.detail}"
