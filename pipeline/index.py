@@ -15,7 +15,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
@@ -242,23 +242,10 @@ class Indexer:
         if key[1] is None:
             transcript_id = session.transcript_id
         else:
-            transcript_id = db.scalar(
-                select(schema.Transcript.id)
-                .where(
-                    schema.Transcript.session_id == session_id,
-                    schema.Transcript.engine == key[1],
-                    schema.Transcript.finished_at.is_(None),
-                )
-                .order_by(schema.Transcript.id.desc())
-                .limit(1)
-            )
+            transcript_id = db.scalar(schema.open_transcript(session_id, key[1]))
         if transcript_id is None:
             return self._new_transcript(db, session, key, engine)
-        end = db.scalar(
-            select(func.max(schema.Utterance.end)).where(
-                schema.Utterance.transcript_id == transcript_id
-            )
-        )
+        end = db.scalar(schema.words_end(transcript_id))
         self._transcripts[key] = (transcript_id, end or 0.0)
         return self._transcripts[key]
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 COMM = Path("/proc/self/comm")
+JOIN_SECONDS = 10.0  # a child's time to finish on its own at the end of a run
+TERMINATE_SECONDS = 3.0
 
 
 def become_child(name: str, log_q=None) -> None:
@@ -49,3 +54,17 @@ def start_children(procs) -> None:
             p.start()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def shut_down(procs, *, join_seconds: float = JOIN_SECONDS) -> None:
+    """Join with a timeout, then terminate, then kill: never hang on exit."""
+    for p in procs:
+        p.join(join_seconds if p.exitcode is None else 0)
+    for p in procs:
+        if p.is_alive():
+            log.info("terminating %s", p.name)
+            p.terminate()
+            p.join(TERMINATE_SECONDS)
+        if p.is_alive():
+            p.kill()
+            p.join()

@@ -420,7 +420,7 @@ class Transcriber:
         rate = self.source_rate
         reach = int(QUIET_SEARCH_SECONDS * rate)
         lo, hi = max(self._next_offset, target - reach), min(limit, target + reach)
-        if self._disk is None or hi - lo < QUIET_SECONDS * rate:
+        if hi - lo < QUIET_SECONDS * rate:
             return min(max(target, self._next_offset), limit)
         mono = np.concatenate(
             [_downmix(f) for f in self._disk.read(lo, hi, self._anchor)] or [np.zeros(0, np.int16)]
@@ -549,11 +549,17 @@ def run_recognizer(
     status = nonblocking(report_q) if report_q is not None else None
     loop = None
     try:
-        loop = _RecognizerLoop(spec, index_q, home_root, status, partials=partials)
-        loop.sender = sender
-        loop.report = report_q.put if report_q is not None else None
-        if helpers_q is not None and helpers > 0:
-            loop.helpers_q, loop.helpers = helpers_q, helpers
+        loop = _RecognizerLoop(
+            spec,
+            index_q,
+            home_root,
+            status,
+            partials=partials,
+            sender=sender,
+            report=report_q.put if report_q is not None else None,
+            helpers_q=helpers_q if helpers > 0 else None,
+            helpers=helpers if helpers_q is not None else 0,
+        )
         if not sender.startswith("helper"):
             loop.engine  # noqa: B018 - load the model now, before audio piles up
         while loop.handle(audio_q.get()):
@@ -574,6 +580,24 @@ def run_recognizer(
     index_q.put(Stop(sender))
 
 
+def recognizer_process(
+    ctx, spec: EngineSpec, audio_q, index_q, *, name: str, home_root: str, report_q, log_q, **extra
+):
+    """A (not yet started) recognizer child; ``extra`` are :func:`run_recognizer` options."""
+    return ctx.Process(
+        target=run_recognizer,
+        name=f"pipeline-{name}",
+        args=(spec, audio_q, index_q),
+        kwargs={
+            "home_root": home_root,
+            "report_q": report_q,
+            "log_q": log_q,
+            "sender": name,
+            **extra,
+        },
+    )
+
+
 def _linger(audio_q) -> None:
     """Give a reported failure time to reach the supervisor before exiting.
 
@@ -592,14 +616,26 @@ class _RecognizerLoop:
     """The recognizer process's state: one Transcriber per session in flight."""
 
     def __init__(
-        self, spec: EngineSpec, index_q, home_root: str | None, status, *, partials: bool = True
+        self,
+        spec: EngineSpec,
+        index_q,
+        home_root: str | None,
+        status,
+        *,
+        partials: bool = True,
+        sender: str = "recognizer",
+        report=None,
+        helpers_q=None,
+        helpers: int = 0,
     ) -> None:
+        """``report``: must arrive (what a helper works on); ``helpers_q``: where pieces
+        of a long backlog go for ``helpers`` helper recognizers."""
         self.spec = spec
         self._engine: Engine | None = None
-        self.helpers_q = None  # where pieces of a long backlog go, if helpers run
-        self.helpers = 0
-        self.sender = "recognizer"
-        self.report = None  # must arrive: what a helper is working on
+        self.helpers_q = helpers_q
+        self.helpers = helpers
+        self.sender = sender
+        self.report = report
         self.index_q = index_q
         self.home = Path(home_root) if home_root else None
         self.status = status

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from . import schema
@@ -33,13 +33,12 @@ from .index import run_indexer
 from .lock import hold
 from .logs import collected
 from .messages import ChildFailed, Retranscribe, Stop
-from .process import start_children
-from .recognize import EngineSpec, run_recognizer
+from .process import shut_down, start_children
+from .recognize import EngineSpec, recognizer_process
 
 log = logging.getLogger(__name__)
 
 REPORT_POLL_SECONDS = 0.2
-STOP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -149,16 +148,8 @@ def _audio_on_disk(recordings: Path, s: schema.Session):
 
 def _resume_frame(db: DbSession, s: schema.Session, engine: str) -> int:
     """Where an unfinished transcript by this engine ends: an interrupted reindex."""
-    end = db.scalar(
-        select(func.max(schema.Utterance.end))
-        .join(schema.Transcript, schema.Transcript.id == schema.Utterance.transcript_id)
-        .where(
-            schema.Transcript.session_id == s.id,
-            schema.Transcript.engine == engine,
-            schema.Transcript.finished_at.is_(None),
-        )
-    )
-    return round((end or 0.0) * s.rate)
+    transcript = schema.open_transcript(s.id, engine).scalar_subquery()
+    return round((db.scalar(schema.words_end(transcript)) or 0.0) * s.rate)
 
 
 def run(
@@ -185,16 +176,15 @@ def run(
     for _ in names:
         work_q.put(Stop("plan"))
     procs = [
-        ctx.Process(
-            target=run_recognizer,
-            name=f"pipeline-{name}",
-            args=(spec, work_q, index_q),
-            kwargs={
-                "home_root": str(home.root),
-                "report_q": report_q,
-                "log_q": log_q,
-                "sender": name,
-            },
+        recognizer_process(
+            ctx,
+            spec,
+            work_q,
+            index_q,
+            name=name,
+            home_root=str(home.root),
+            report_q=report_q,
+            log_q=log_q,
         )
         for name in names
     ]
@@ -216,7 +206,7 @@ def run(
                 "and running it again carries on from there"
             ) from None
         finally:
-            _stop(procs)
+            shut_down(procs)
 
 
 def _watch(procs: list[mp.Process], report_q, notify) -> None:
@@ -237,14 +227,6 @@ def _watch(procs: list[mp.Process], report_q, notify) -> None:
         if isinstance(msg, ChildFailed):
             raise ProcessDiedError(f"reindex stopped: {msg.stage} failed: {msg.message}")
         notify(msg)
-
-
-def _stop(procs: list[mp.Process]) -> None:
-    for p in procs:
-        p.join(STOP_SECONDS if p.exitcode is None else 0)
-        if p.is_alive():
-            p.terminate()
-            p.join(STOP_SECONDS)
 
 
 def reindex(

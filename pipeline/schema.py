@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    func,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, relationship
@@ -143,6 +144,26 @@ def session_named(text: str | int):
     """Where-clause: the session a user named, by its id (all digits) or its key."""
     text = str(text).strip()
     return Session.id == int(text) if text.isdigit() else Session.key == text
+
+
+def open_transcript(session_id, engine: str):
+    """Select: the session's newest unfinished transcript by ``engine`` (a reindex under
+    way, or one that was interrupted)."""
+    return (
+        select(Transcript.id)
+        .where(
+            Transcript.session_id == session_id,
+            Transcript.engine == engine,
+            Transcript.finished_at.is_(None),
+        )
+        .order_by(Transcript.id.desc())
+        .limit(1)
+    )
+
+
+def words_end(transcript_id):
+    """Select: where a transcript's words end, in session seconds (None if it has none)."""
+    return select(func.max(Utterance.end)).where(Utterance.transcript_id == transcript_id)
 
 
 def in_current_transcript():

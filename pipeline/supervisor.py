@@ -45,8 +45,8 @@ from .messages import (
     Stop,
     Working,
 )
-from .process import start_children
-from .recognize import EngineSpec, run_recognizer
+from .process import TERMINATE_SECONDS, shut_down, start_children
+from .recognize import EngineSpec, recognizer_process
 from .repair import repair
 from .retention import enforce
 from .sources import SourceSpec, live_backend
@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 DEFAULT_COMPACT_AFTER = 3600.0  # seconds after a segment is written
 AUDIO_QUEUE_CHUNKS = 240  # half-second chunks: two minutes of audio in flight at most
 REPORT_POLL_SECONDS = 0.2
-JOIN_SECONDS = 10.0
-TERMINATE_SECONDS = 3.0
 ABORT_SECONDS = 1.5
 MAX_RESTARTS = 5  # within RESTART_WINDOW_SECONDS; past it a dying child ends the run
 RESTART_WINDOW_SECONDS = 60.0  # a recorder runs for days: only a burst of deaths ends it
@@ -267,17 +265,16 @@ def _run_processes(
     helpers_q = ctx.Queue() if helpers else None  # pieces of a backlog
 
     def recognizer(name: str, audio_q, **extra) -> mp.Process:
-        return ctx.Process(
-            target=run_recognizer,
-            name=f"pipeline-{name}",
-            args=(spec, audio_q, index_q),
-            kwargs={
-                "home_root": str(home.root),
-                "report_q": report_q,
-                "log_q": log_q,
-                "sender": name,
-                **extra,
-            },
+        return recognizer_process(
+            ctx,
+            spec,
+            audio_q,
+            index_q,
+            name=name,
+            home_root=str(home.root),
+            report_q=report_q,
+            log_q=log_q,
+            **extra,
         )
 
     producers = (
@@ -545,7 +542,7 @@ def _supervise(children, stop, index_q, report_q, report, notify) -> None:
         raise
     finally:
         _restore_sigterm(previous)
-    _shut_down(children.procs.values())
+    shut_down(children.procs.values())
     _check_alive(children.procs)  # a child that failed after sending its STOP still counts
 
 
@@ -628,18 +625,4 @@ def _abort(children: Children, stop, index_q) -> None:
     for producer in children.producers:  # stand in for producers that will never send STOP
         index_q.put(Stop(producer))
     children.procs["indexer"].join(ABORT_SECONDS)
-    _shut_down(children.procs.values(), join_seconds=0)
-
-
-def _shut_down(procs, *, join_seconds: float = JOIN_SECONDS) -> None:
-    """Join with a timeout, then terminate, then kill: never hang on exit."""
-    for p in procs:
-        p.join(join_seconds if p.exitcode is None else 0)
-    for p in procs:
-        if p.is_alive():
-            log.info("terminating %s", p.name)
-            p.terminate()
-            p.join(TERMINATE_SECONDS)
-        if p.is_alive():
-            p.kill()
-            p.join()
+    shut_down(children.procs.values(), join_seconds=0)
