@@ -1,40 +1,40 @@
-"""Search speed at scale: phrase, prefix and filtered queries on a synthetic archive of N hours.
+"""Search speed at scale: phrase, prefix, filtered and sounds-like queries on N hours.
 
 Run from the project root (the archive goes to a temporary folder, never the repository)::
 
-    uv run python bench/search.py --hours 50        # quick, ~20 s
-    nice uv run python bench/search.py              # 1000 h ≈ 9.5 M words, ~7 min
-    uv run python bench/search.py --baseline none   # only the newest schema
+    uv run python bench/search.py --hours 50        # quick, ~1 min
+    nice uv run python bench/search.py              # 1000 h ≈ 9.5 M words, ~15 min
+    uv run python bench/search.py --baseline 0006   # measure at 0006, migrate to head, again
 
 The archive is built through the real schema: the project's Alembic migrations
-create the database (up to ``--baseline``, default 0004, the schema before the
-search tuning), then sessions, transcripts, segments, utterances and words are
-bulk-inserted with raw SQL in one transaction per session, so the real FTS5
-triggers fill ``utterances_fts``. Text is drawn from a Zipf vocabulary
+create the database (up to ``--baseline``, default: the newest), then sessions,
+transcripts, segments, utterances and words are bulk-inserted with raw SQL in
+one transaction per session, so the real FTS5 triggers fill ``utterances_fts``,
+and the phonetic index gets each utterance's trigrams as the indexer writes
+them (``pipeline.phonetic.index_text``). Text is drawn from a Zipf vocabulary
 (``--vocab`` pseudo-words, exponent 1); utterances have 3-30 words at about
 2.5 words/s; sessions last 1-8 h and start at random times over a year.
 
-Queries, each the SQL ``pipeline.search.search()`` runs (default transcript,
-newest first, 20 hits) with a different MATCH or one more condition:
+Queries go through ``pipeline.search`` itself, 20 hits, newest first:
 
 - ``phrase``: a 2-3 word phrase cut from a random utterance;
-- ``prefix``: ``abcd*``, the first 4 letters of a word (of >= 5 letters) of a
-  random utterance, in FTS5's prefix syntax;
-- ``phrase+time``: a phrase and ``u.at`` within a 30-day window around it;
-- ``phrase+session``: a phrase and ``u.session_id`` of the session it came from;
-- ``search()``: ``pipeline.search.search(engine, phrase)`` end to end, which
-  also loads the hits' words, sessions and segments.
+- ``prefix``: ``abcd*`` (``--fts``), the first 4 letters of a word of >= 5 letters;
+- ``phrase+time``: a phrase and ``--since``/``--until`` a 30-day window around it;
+- ``phrase+session``: a phrase and ``--session`` of the session it came from;
+- ``fuzzy``: ``--fuzzy`` with a 3-word phrase of a random utterance, best first.
 
-Each is timed *warm* (the database file read once into the OS cache, one
-long-lived connection, distinct queries) and *cold*: before each cold query
-the engine's connections are closed and the database file is dropped from the
-OS page cache with ``posix_fadvise(DONTNEED)`` (no root needed), so the query
-runs on a fresh connection that reads from disk. It prints p50/p95/max in ms,
-then the database size per hour of audio (whole file and the FTS5 part).
+Each is timed two ways: ``ids`` is :func:`pipeline.search.matching_ids` (the
+query alone; not for fuzzy, whose scoring is the query), ``search()`` the
+whole call that also loads the hits' words, session and segment (what the CLI
+and the web page wait for). Warm: the database file read once into the OS
+cache, one connection, distinct queries, each its best of 3. Cold: before each
+query the engine's connections are closed and the file is dropped from the OS
+page cache with ``posix_fadvise(DONTNEED)`` (no root needed). It prints
+p50/p95/max in ms, then the database size per hour of audio.
 
-With a baseline, it measures, then migrates the archive to the newest schema
-with :func:`pipeline.database.migrate` (timed) and measures again with the
-same queries. It exits 0 whatever the figures are.
+With a baseline older than the newest schema it measures, migrates the archive
+to the newest schema with :func:`pipeline.database.migrate` (timed) and
+measures again. It exits 0 whatever the figures are.
 """
 
 from __future__ import annotations
@@ -48,16 +48,19 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session as DbSession
 
+from pipeline import phonetic
 from pipeline.config import Home
 from pipeline.database import _alembic_config, current_revision, migrate, open_database
-from pipeline.search import search
+from pipeline.schema import time_key
+from pipeline.search import Filters, matching_ids, search
 
 ENGINE = "vosk:vosk-model-small-en-us-0.15"
 RATE = 16000
@@ -72,17 +75,7 @@ TIME_WINDOW = timedelta(days=30)
 LIMIT = 20  # search()'s default
 WARM_RUNS = 3
 PREFIX_CHARS = 4
-
-# the SQL search() runs for the default transcript (pipeline/search.py), with room
-# for one more condition
-SEARCH_SQL = (
-    "SELECT u.id FROM utterances_fts JOIN utterances AS u ON u.id = utterances_fts.rowid "
-    "WHERE utterances_fts MATCH ? AND "
-    "u.transcript_id = (SELECT s.transcript_id FROM sessions AS s WHERE s.id = u.session_id)"
-    "{extra} ORDER BY {order} LIMIT ?"
-)
-NEWEST_FIRST = "u.at DESC, u.id DESC"  # what search() does: every match is fetched and sorted
-ROWID_FIRST = "utterances_fts.rowid DESC"  # proposed: FTS5 streams newest ids, stops at LIMIT
+FUZZY_WORDS = 3
 
 
 # --- a synthetic archive -----------------------------------------------------------
@@ -134,6 +127,29 @@ def session_plan(hours: float, rng: random.Random) -> list[tuple[datetime, float
     return list(zip(starts, plan, strict=True))
 
 
+@dataclass
+class Schema:
+    """What the archive's revision has, so the same filler serves old baselines."""
+
+    time_keys: bool
+    phonetic: bool
+    used_keys: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, con: sqlite3.Connection) -> Schema:
+        columns = {r[1] for r in con.execute("PRAGMA table_info(utterances)")}
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        return cls("time_key" in columns, phonetic.TABLE in tables)
+
+    def key(self, at: datetime) -> int:
+        """The indexer's rule: the utterance's microsecond, or the next free one."""
+        key = time_key(at)
+        while key in self.used_keys:
+            key += 1
+        self.used_keys.add(key)
+        return key
+
+
 def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
     """Bulk-insert sessions with their transcript, segments, utterances and words."""
     rng = random.Random(seed)
@@ -141,13 +157,14 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
     cum = list(_cumulative(1.0 / (r + 1) for r in range(vocab_size)))
     con = sqlite3.connect(db_path, isolation_level=None)
     con.execute("PRAGMA synchronous = OFF")
+    schema = Schema.of(con)
     t0 = time.perf_counter()
     utt_id = word_id = 0
     plan = session_plan(hours, rng)
     for sid, (started, seconds) in enumerate(plan, start=1):
         con.execute("BEGIN")
         _session_rows(con, sid, started, seconds)
-        utts, words = [], []
+        utts, words, sounds = [], [], []
         t = rng.uniform(*PAUSE)
         while t < seconds:
             n = rng.randint(*UTTERANCE_WORDS)
@@ -159,19 +176,23 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
                 word_id += 1
                 words.append((word_id, utt_id, idx, w, t, t + 0.85 * slot, 0.5 + rng.random() / 2))
                 t += slot
-            at = to_db(started + timedelta(seconds=start))
-            utts.append((utt_id, sid, start, t, at, " ".join(texts), ENGINE, sid))
+            at = started + timedelta(seconds=start)
+            row = (utt_id, sid, start, t, to_db(at), " ".join(texts), ENGINE, sid)
+            utts.append((*row, schema.key(at)) if schema.time_keys else row)
+            if schema.phonetic:
+                sounds.append((utt_id, phonetic.index_text(texts)))
             t += rng.uniform(*PAUSE)
-        con.executemany(
-            "INSERT INTO utterances (id, session_id, start, end, at, text, engine, "
-            "transcript_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            utts,
-        )
+        columns = "id, session_id, start, end, at, text, engine, transcript_id"
+        if schema.time_keys:
+            columns += ", time_key"
+        marks = ", ".join("?" * len(utts[0])) if utts else ""
+        con.executemany(f"INSERT INTO utterances ({columns}) VALUES ({marks})", utts)
         con.executemany(
             "INSERT INTO words (id, utterance_id, idx, text, start, end, confidence) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             words,
         )
+        con.executemany(f"INSERT INTO {phonetic.TABLE}(rowid, trigrams) VALUES (?, ?)", sounds)
         con.execute("COMMIT")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
@@ -190,7 +211,7 @@ def _session_rows(con: sqlite3.Connection, sid: int, started: datetime, seconds:
     key = started.strftime("%Y%m%dT%H%M%S") + f"-{sid}"
     con.execute(
         "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
-        "frames, status, transcript_id) VALUES (?, ?, 'device', 'pulse:default', ?, ?, 1, ?, "
+        "frames, status, transcript_id) VALUES (?, ?, 'system', 'pulse:default', ?, ?, 1, ?, "
         "'complete', ?)",
         (sid, key, to_db(started), RATE, round(seconds * RATE), sid),
     )
@@ -231,10 +252,10 @@ def build(home: Home, revision: str | None, hours: float, vocab: int, seed: int)
 
 @dataclass(frozen=True)
 class Query:
-    match: str  # the FTS5 MATCH string
-    phrase: str  # the user's words (for search())
-    extra: str = ""  # one more SQL condition
-    params: tuple = ()
+    text: str  # what the user types
+    fts: bool = False
+    fuzzy: bool = False
+    filters: Filters = Filters()
 
 
 def sample_queries(db_path: Path, n: int, seed: int) -> dict[str, list[Query]]:
@@ -242,7 +263,8 @@ def sample_queries(db_path: Path, n: int, seed: int) -> dict[str, list[Query]]:
     rng = random.Random(seed + 1)
     con = sqlite3.connect(db_path)
     top = con.execute("SELECT max(id) FROM utterances").fetchone()[0]
-    kinds: dict[str, list[Query]] = {"phrase": [], "prefix": [], "time": [], "session": []}
+    kinds: dict[str, list[Query]] = {k: [] for k in ("phrase", "prefix", "time", "session")}
+    kinds["fuzzy"] = []
     while min(len(v) for v in kinds.values()) < n:
         uid = rng.randint(1, top)
         text, sid, at = con.execute(
@@ -252,28 +274,34 @@ def sample_queries(db_path: Path, n: int, seed: int) -> dict[str, list[Query]]:
         k = rng.choice((2, 3))
         i = rng.randint(0, len(words) - k)
         phrase = " ".join(words[i : i + k])
-        match = f'"{phrase}"'
         long = [w for w in words if len(w) > PREFIX_CHARS]
         if len(kinds["phrase"]) < n:
-            kinds["phrase"].append(Query(match, phrase))
+            kinds["phrase"].append(Query(phrase))
         if long and len(kinds["prefix"]) < n:
-            stem = rng.choice(long)[:PREFIX_CHARS]
-            kinds["prefix"].append(Query(f"{stem}*", stem))
+            kinds["prefix"].append(Query(f"{rng.choice(long)[:PREFIX_CHARS]}*", fts=True))
         if len(kinds["time"]) < n:
-            when = datetime.fromisoformat(at).replace(tzinfo=UTC)
-            since = when - rng.random() * TIME_WINDOW
-            extra = " AND u.at >= ? AND u.at < ?"
-            params = (to_db(since), to_db(since + TIME_WINDOW))
-            kinds["time"].append(Query(match, phrase, extra, params))
+            since = datetime.fromisoformat(at).replace(tzinfo=UTC) - rng.random() * TIME_WINDOW
+            window = Filters(since=since, until=since + TIME_WINDOW)
+            kinds["time"].append(Query(phrase, filters=window))
         if len(kinds["session"]) < n:
-            kinds["session"].append(Query(match, phrase, " AND u.session_id = ?", (sid,)))
+            kinds["session"].append(Query(phrase, filters=Filters(session=str(sid))))
+        j = rng.randint(0, max(0, len(words) - FUZZY_WORDS))
+        spoken = words[j : j + FUZZY_WORDS]
+        if len(kinds["fuzzy"]) < n and len(phonetic.phonemes(spoken)) >= 6:
+            kinds["fuzzy"].append(Query(" ".join(spoken), fuzzy=True))
     con.close()
     return kinds
 
 
-def run_sql(conn, q: Query, order: str = NEWEST_FIRST) -> int:
-    sql = SEARCH_SQL.format(extra=q.extra, order=order)
-    return len(conn.execute(sql, (q.match, *q.params, LIMIT)).fetchall())
+def run_ids(engine: Engine, q: Query) -> int:
+    """The query alone: the ids search() would show, without loading the hits."""
+    with DbSession(engine) as db:
+        return len(matching_ids(db, q.text, limit=LIMIT, fts=q.fts, rank=False, filters=q.filters))
+
+
+def run_search(engine: Engine, q: Query) -> int:
+    """What the CLI runs: the hits with their words, session and segment."""
+    return len(search(engine, q.text, limit=LIMIT, fts=q.fts, fuzzy=q.fuzzy, filters=q.filters))
 
 
 def drop_os_cache(db_path: Path) -> None:
@@ -299,42 +327,24 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def best_of(n: int, fn: Callable[[], object]) -> float:
-    return min(timed(fn) for _ in range(n))
-
-
-def warm(engine: Engine, db_path: Path, queries: list[Query], order: str | None) -> list[float]:
-    """Distinct queries on one open connection, with the file in the OS cache.
+def warm(engine: Engine, db_path: Path, queries: list[Query], run) -> list[float]:
+    """Distinct queries on the pool's one connection, with the file in the OS cache.
 
     Each query's best of WARM_RUNS: the machine is shared, and one run of a
     query is often slowed by another job.
     """
     read_into_os_cache(db_path)
-    if order is None:
-        search(engine, queries[0].phrase)  # the pool's connection, opened once
-        return [best_of(WARM_RUNS, lambda q=q: search(engine, q.phrase)) for q in queries]
-    raw = engine.raw_connection()
-    try:
-        run_sql(raw, queries[0], order)
-        return [best_of(WARM_RUNS, lambda q=q: run_sql(raw, q, order)) for q in queries]
-    finally:
-        raw.close()
+    run(engine, queries[0])  # the pool's connection, opened once
+    return [min(timed(lambda q=q: run(engine, q)) for _ in range(WARM_RUNS)) for q in queries]
 
 
-def cold(engine: Engine, db_path: Path, queries: list[Query], order: str | None) -> list[float]:
-    """Each query on a fresh connection, after the file is dropped from the OS cache."""
+def cold(engine: Engine, db_path: Path, queries: list[Query], run) -> list[float]:
+    """Each query on a fresh connection (pragmas included), the file dropped from the cache."""
     out = []
     for q in queries:
         engine.dispose()
         drop_os_cache(db_path)
-        if order is not None:
-            t0 = time.perf_counter()
-            raw = engine.raw_connection()  # connecting sets the pragmas: part of the cost
-            run_sql(raw, q, order)
-            out.append((time.perf_counter() - t0) * 1000)
-            raw.close()
-        else:
-            out.append(timed(lambda q=q: search(engine, q.phrase)))
+        out.append(timed(lambda q=q: run(engine, q)))
     engine.dispose()
     return out
 
@@ -346,30 +356,21 @@ def pct(xs: list[float], p: float) -> float:
 
 def measure(home: Home, kinds: dict[str, list[Query]], n_cold: int) -> None:
     engine = open_database(home, readonly=True)
+    phonetic.dictionary()  # loaded once per process, as in the CLI
     print(f"schema {current_revision(engine)}:")
-    print(f"  {'query':<16} {'':<5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  n")
-    rows = [
-        ("phrase", kinds["phrase"], NEWEST_FIRST),
-        ("prefix", kinds["prefix"], NEWEST_FIRST),
-        ("phrase+time", kinds["time"], NEWEST_FIRST),
-        ("phrase+session", kinds["session"], NEWEST_FIRST),
-        ("search()", kinds["phrase"], None),
-        ("phrase, rowid*", kinds["phrase"], ROWID_FIRST),
-        ("prefix, rowid*", kinds["prefix"], ROWID_FIRST),
-    ]
-    for name, queries, order in rows:
-        for label, fn, qs in (
-            ("warm", warm, queries),
-            ("cold", cold, queries[:n_cold]),
-        ):
-            ms = fn(engine, home.db_path, qs, order)
-            print(
-                f"  {name:<16} {label:<5} {pct(ms, 50):8.2f} {pct(ms, 95):8.2f} "
-                f"{max(ms):8.2f}  {len(ms)}",
-                flush=True,
-            )
+    print(f"  {'query':<16} {'':<10} {'':<5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  n")
+    names = {"time": "phrase+time", "session": "phrase+session"}
+    for kind, queries in kinds.items():
+        runs = [("ids", run_ids)] if kind != "fuzzy" else []  # fuzzy: scoring is the query
+        for what, run in [*runs, ("search()", run_search)]:
+            for label, fn, qs in (("warm", warm, queries), ("cold", cold, queries[:n_cold])):
+                ms = fn(engine, home.db_path, qs, run)
+                print(
+                    f"  {names.get(kind, kind):<16} {what:<10} {label:<5} {pct(ms, 50):8.2f} "
+                    f"{pct(ms, 95):8.2f} {max(ms):8.2f}  {len(ms)}",
+                    flush=True,
+                )
     engine.dispose()
-    print("  * not what search() runs: ORDER BY utterances_fts.rowid DESC (see bench/README.md)")
     sizes(home.db_path)
 
 
@@ -380,13 +381,14 @@ def sizes(db_path: Path) -> None:
     by_name = dict(con.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall())
     con.close()
     fts = sum(v for k, v in by_name.items() if k.startswith("utterances_fts"))
+    sounds = sum(v for k, v in by_name.items() if k.startswith(phonetic.TABLE))
     used = sum(by_name.values())
     total = db_path.stat().st_size
     mb = 1 << 20
     print(
         f"  size: {used / mb:.1f} MB used = {used / mb / hours:.2f} MB per audio hour "
         f"(file {total / mb:.1f} MB with free pages; "
-        f"FTS5 index {fts / mb:.1f} MB = {fts / mb / hours:.2f} MB/h; "
+        f"FTS5 index {fts / mb / hours:.3f} MB/h; phonetic index {sounds / mb / hours:.3f} MB/h; "
         f"words table {by_name.get('words', 0) / mb / hours:.2f} MB/h)",
         flush=True,
     )
@@ -400,27 +402,29 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=20, help="cold queries per kind")
     ap.add_argument(
         "--baseline",
-        default="0004",
-        help="schema revision to build and measure before migrating to head; 'none' to skip",
+        default=None,
+        help="schema revision to build and measure before migrating to head (default: head)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, help="build the archive in this folder and keep it")
+    ap.add_argument("--reuse", action="store_true", help="measure the archive kept in --keep")
     args = ap.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="searchbench-"))
     home = Home(root / "home").ensure()
-    baseline = None if args.baseline == "none" else args.baseline
     try:
-        built = build(home, baseline, args.hours, args.vocab, args.seed)
-        print(
-            f"built {built.hours:g} h: {built.sessions} sessions, {built.utterances:,} "
-            f"utterances, {built.words:,} words ({built.words / built.hours / 3600:.2f} words/s) "
-            f"in {built.seconds:.0f} s; load average {os.getloadavg()[0]:.2f}",
-            flush=True,
-        )
+        if not args.reuse:
+            built = build(home, args.baseline, args.hours, args.vocab, args.seed)
+            print(
+                f"built {built.hours:g} h: {built.sessions} sessions, {built.utterances:,} "
+                f"utterances, {built.words:,} words "
+                f"({built.words / built.hours / 3600:.2f} words/s) in {built.seconds:.0f} s; "
+                f"load average {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
         kinds = sample_queries(home.db_path, args.queries, args.seed)
         measure(home, kinds, args.cold)
-        if baseline is not None:
+        if args.baseline is not None:
             engine = open_database(home)
             t0 = time.perf_counter()
             migrate(engine)

@@ -69,6 +69,7 @@ class Indexer:
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
         self._added: list[schema.Utterance] = []  # this transaction's, for the phonetic index
+        self._keys: set[int] = set()  # time keys this transaction has given out
 
     def _known(self, db: DbSession, key: str) -> int | None:
         """A session this indexer did not see start (it was restarted): from the database."""
@@ -88,7 +89,7 @@ class Indexer:
         """Write a batch of messages in one transaction."""
         after: list = []
         with db_errors(self.engine), DbSession(self.engine) as db, db.begin():
-            self._added = []
+            self._added, self._keys = [], set()
             for msg in messages:
                 self._write_one(db, msg, after)
             self._index_sounds(db)
@@ -278,7 +279,10 @@ class Indexer:
                 .options(selectinload(schema.Utterance.words))
             ):
                 if not _heard(utt, msg.runs, msg.rate):
-                    copy = _copy(utt, transcript_id)
+                    # carried over: it keeps the engine that heard it
+                    copy = _utterance_row(
+                        utt.session_id, transcript_id, utt, utt.at, self._time_key(db, utt.at)
+                    )
                     db.add(copy)
                     self._added.append(copy)
         db.get(schema.Transcript, transcript_id).finished_at = datetime.now(UTC)
@@ -289,12 +293,23 @@ class Indexer:
         self, db: DbSession, session_id: int, transcript_id: int, msg: Utterance
     ) -> None:
         at = self._started[msg.session] + timedelta(seconds=msg.start)
-        utt = _utterance_row(session_id, transcript_id, msg, at)
+        utt = _utterance_row(session_id, transcript_id, msg, at, self._time_key(db, at))
         db.add(utt)
         self._added.append(utt)
         counts = self._counts[msg.session]
         counts[0] += 1
         counts[1] += len(msg.words)
+
+    def _time_key(self, db: DbSession, at: datetime) -> int:
+        """The utterance's :func:`~pipeline.schema.time_key`, or the next free one after it
+        (a reindexed transcript has utterances at the very same times)."""
+        key = schema.time_key(at)
+        column = schema.Utterance.time_key
+        with db.no_autoflush:
+            while key in self._keys or db.scalar(select(column).where(column == key)) is not None:
+                key += 1
+        self._keys.add(key)
+        return key
 
 
 def engine_version(label: str) -> str:
@@ -332,12 +347,9 @@ def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) 
     return any(start <= middle < end for start, end in runs)
 
 
-def _copy(utt: schema.Utterance, transcript_id: int) -> schema.Utterance:
-    """An utterance carried into a newer transcript; it keeps the engine that heard it."""
-    return _utterance_row(utt.session_id, transcript_id, utt, utt.at)
-
-
-def _utterance_row(session_id: int, transcript_id: int, utt, at: datetime) -> schema.Utterance:
+def _utterance_row(
+    session_id: int, transcript_id: int, utt, at: datetime, time_key: int
+) -> schema.Utterance:
     """A new row from an utterance (a message or another row) and its words."""
     row = schema.Utterance(
         session_id=session_id,
@@ -345,6 +357,7 @@ def _utterance_row(session_id: int, transcript_id: int, utt, at: datetime) -> sc
         start=utt.start,
         end=utt.end,
         at=at,
+        time_key=time_key,
         text=utt.text,
         engine=utt.engine,
     )

@@ -9,9 +9,10 @@ utterance's wall-clock start so "newest first" and date filters need no join.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -124,6 +125,8 @@ class Utterance(Base):
         Index("ix_utterances_at", "at"),
         Index("ix_utterances_session_start", "session_id", "start"),
         Index("ix_utterances_transcript", "transcript_id", "start"),
+        # unique on SQLite, where it is the full-text index's rowid (migration 0007)
+        Index("ix_utterances_time_key", "time_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -131,6 +134,8 @@ class Utterance(Base):
     start: Mapped[float] = mapped_column(Float)
     end: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # ``at`` in microseconds since 1970, unique: search's "newest first" order
+    time_key: Mapped[int] = mapped_column(BigInteger)
     text: Mapped[str] = mapped_column(Text)
     engine: Mapped[str] = mapped_column(String(128))
     # no database constraint (see migration 0004); deleted with the session
@@ -138,6 +143,19 @@ class Utterance(Base):
 
     words: Mapped[list[Word]] = relationship(back_populates="utterance", order_by="Word.idx")
     session: Mapped[Session] = relationship()
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def time_key(at: datetime) -> int:
+    """An utterance's place in time as an integer: microseconds since 1970 (UTC).
+
+    The full-text index uses it as its rowid, so matches come out in time order
+    (migration 0007); the indexer makes it unique by taking the next free
+    microsecond when two utterances start at the same one.
+    """
+    return (at - EPOCH) // timedelta(microseconds=1)
 
 
 def session_named(text: str | int):

@@ -16,11 +16,11 @@ import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Engine, Integer, bindparam, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
-from sqlalchemy.orm import selectinload
 
 from . import phonetic, schema
 from .database import db_errors
@@ -130,28 +130,60 @@ def search(
             raise QueryError("--fuzzy and --fts do not combine; use one")
         cut = FUZZY_MIN_SCORE if min_score is None else min_score
         return fuzzy_search(engine, query, limit=limit, min_score=cut, filters=filters)
-    match = fts_query(query) if fts else phrase_query(query)
     wanted = [t for t in tokens(query) if not fts or t.upper() not in FTS_WORDS]
     with db_errors(engine), DbSession(engine) as db:
-        where, params = _where(db, filters)
-        order = "utterances_fts.rank" if rank else "u.at DESC, u.id DESC"
-        sql = text(
-            "SELECT u.id FROM utterances_fts JOIN utterances AS u ON u.id = utterances_fts.rowid "
-            "JOIN sessions AS s ON s.id = u.session_id "
-            f"WHERE utterances_fts MATCH :match AND {' AND '.join(where)} "
-            f"ORDER BY {order} LIMIT :limit"
-        ).bindparams(*_typed(params))
-        ids = _run(db, sql, {"match": match, "limit": limit, **params}, fts)
-        rows = db.scalars(
-            select(schema.Utterance)
-            .where(schema.Utterance.id.in_(ids))
-            .options(
-                selectinload(schema.Utterance.words),
-                selectinload(schema.Utterance.session).selectinload(schema.Session.segments),
+        ids = matching_ids(db, query, limit=limit, fts=fts, rank=rank, filters=filters)
+        return _hits(db, ids, lambda utt: _span(utt, wanted, fts))
+
+
+def matching_ids(
+    db: DbSession, query: str, *, limit: int, fts: bool, rank: bool, filters: Filters
+) -> list[int]:
+    """The ids of the utterances :func:`search` shows (exact or ``fts``), in its order."""
+    match = fts_query(query) if fts else phrase_query(query)
+    where, params = _where(db, filters)
+    where += _time_range(db, filters, params)
+    # Newest first is the full-text index's own order (rowids are time keys,
+    # migration 0007): SQLite streams matches from the newest and stops at the limit.
+    order = "utterances_fts.rank" if rank else "utterances_fts.rowid DESC"
+    sql = text(
+        "SELECT u.id FROM utterances_fts "
+        "JOIN utterances AS u ON u.time_key = utterances_fts.rowid "
+        "JOIN sessions AS s ON s.id = u.session_id "
+        f"WHERE utterances_fts MATCH :match AND {' AND '.join(where)} "
+        f"ORDER BY {order} LIMIT :limit"
+    ).bindparams(*_typed(params))
+    return _run(db, sql, {"match": match, "limit": limit, **params}, fts)
+
+
+def _time_range(db: DbSession, f: Filters, params: dict) -> list[str]:
+    """Rowid bounds for the full-text index from the time filters and the session's span,
+    so that FTS5 seeks to them instead of reading every match outside them."""
+    lo, hi = [], []
+    if f.since is not None:
+        lo.append(schema.time_key(f.since))
+    if f.until is not None:
+        hi.append(schema.time_key(f.until))
+    if f.session is not None:
+        row = db.execute(
+            select(schema.Session.started_at, schema.Session.frames, schema.Session.rate).where(
+                schema.session_named(f.session)
             )
-        ).all()
-        by_id = {u.id: u for u in rows}
-        return [_hit(by_id[i], wanted, fts) for i in ids if i in by_id]
+        ).first()
+        if row is not None:
+            started, frames, rate = row
+            lo.append(schema.time_key(started))
+            if frames is not None:  # a session still recording has no end yet
+                hi.append(schema.time_key(started + timedelta(seconds=frames / rate + 1)))
+    where = []
+    if lo:
+        where.append("utterances_fts.rowid >= :key_lo")
+        params["key_lo"] = max(lo)
+    if hi:
+        # keys are made unique by moving on a few microseconds: stay a second wide
+        where.append("utterances_fts.rowid < :key_hi")
+        params["key_hi"] = min(hi) + 1_000_000
+    return where
 
 
 FTS_WORDS = {"AND", "OR", "NOT", "NEAR"}
@@ -254,29 +286,86 @@ def _names(label: str) -> set[str]:
     return {label, kind, name, label.replace(":", "-")}
 
 
-def _hit(utt: schema.Utterance, wanted: list[str], any_word: bool = False) -> Hit:
+class SaidWord(NamedTuple):
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class _Found:
+    """An utterance a search found, as plain values: ORM objects cost more than the search."""
+
+    id: int
+    start: float
+    end: float
+    engine: str
+    session_id: int
+    session_key: str
+    source: str
+    started_at: datetime
+    rate: int
+    words: list[SaidWord]
+
+
+_FOUND = (
+    text(
+        "SELECT u.id, u.start, u.end, u.engine, s.id AS session_id, s.key, s.source, "
+        "s.started_at, s.rate FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
+        "WHERE u.id IN :ids"
+    )
+    .bindparams(bindparam("ids", expanding=True))
+    .columns(started_at=schema.UTCDateTime())
+)
+_WORDS = text(
+    "SELECT utterance_id, text, start, end FROM words WHERE utterance_id IN :ids "
+    "ORDER BY utterance_id, idx"
+).bindparams(bindparam("ids", expanding=True))
+_SEGMENT = text(
+    "SELECT path, offset, rate FROM segments WHERE session_id = :session "
+    "AND offset <= :frame AND offset + frames > :frame AND deleted_at IS NULL "
+    "ORDER BY offset DESC LIMIT 1"
+)
+
+
+def _hits(db: DbSession, ids: list[int], span) -> list[Hit]:
+    """The hits for utterance ``ids``, in that order; ``span(found)`` gives the matched
+    words (first, last) and a score.
+
+    Three plain queries for all of them (utterances with sessions, words) and one
+    per hit for the segment holding its match (a session of a day has hundreds).
+    """
+    if not ids:
+        return []
+    words: dict[int, list[SaidWord]] = {i: [] for i in ids}
+    for utterance_id, *word in db.execute(_WORDS, {"ids": ids}):
+        words[utterance_id].append(SaidWord(*word))
+    found = {row.id: _Found(*row, words=words[row.id]) for row in db.execute(_FOUND, {"ids": ids})}
+    return [_hit_at(db, found[i], *span(found[i])) for i in ids if i in found]
+
+
+def _span(utt: _Found, wanted: list[str], any_word: bool) -> tuple[int, int, None]:
     first, last = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
-    return _hit_at(utt, first, last)
+    return first, last, None
 
 
-def _hit_at(utt: schema.Utterance, first: int, last: int, score: float | None = None) -> Hit:
+def _hit_at(db: DbSession, utt: _Found, first: int, last: int, score: float | None) -> Hit:
     words = utt.words
     start = words[first].start if words else utt.start
     end = words[last - 1].end if words else utt.end
-    session = utt.session
-    segment, seg_offset = _segment_at(session, start)
+    segment, seg_offset = _segment_at(db, utt, start)
     return Hit(
         id=utt.id,
-        session_id=session.id,
-        session_key=session.key,
-        source=session.source,
+        session_id=utt.session_id,
+        session_key=utt.session_key,
+        source=utt.source,
         words=tuple(w.text for w in words),
         match=(first, last),
         start=start,
         end=end,
         utterance_start=utt.start,
         utterance_end=utt.end,
-        at=session.started_at + timedelta(seconds=start),
+        at=utt.started_at + timedelta(seconds=start),
         segment=segment,
         segment_offset=seg_offset,
         engine=utt.engine,
@@ -284,7 +373,18 @@ def _hit_at(utt: schema.Utterance, first: int, last: int, score: float | None = 
     )
 
 
-def locate(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
+def _segment_at(db: DbSession, utt: _Found, seconds: float) -> tuple[str | None, float | None]:
+    """The segment file (relative path) holding a moment of the utterance's session, and
+    seconds into it; None if its audio was deleted."""
+    frame = round(seconds * utt.rate)
+    found = db.execute(_SEGMENT, {"session": utt.session_id, "frame": frame}).first()
+    if found is None:
+        return None, None
+    path, offset, rate = found
+    return path, (frame - offset) / rate
+
+
+def locate(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
     """The word range whose tokens spell ``wanted``; the whole utterance if not found."""
     flat: list[tuple[str, int]] = [(t, i) for i, w in enumerate(words) for t in tokens(w.text)]
     n = len(wanted)
@@ -294,7 +394,7 @@ def locate(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
     return 0, len(words)
 
 
-def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
+def locate_any(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
     """The first word that is (or, for a prefix query, starts like) one of ``wanted``."""
     for i, w in enumerate(words):
         if any(t.startswith(x) for t in tokens(w.text) for x in wanted):
@@ -336,22 +436,14 @@ def fuzzy_search(
             ((float(score), at, i) for (i, at), score in zip(found, scores, strict=True)),
             key=lambda sai: (-sai[0], -sai[1].timestamp(), -sai[2]),
         )
-        best = [(score, i) for score, _, i in ranked if score >= min_score][:limit]
-        rows = db.scalars(
-            select(schema.Utterance)
-            .where(schema.Utterance.id.in_([i for _, i in best]))
-            .options(
-                selectinload(schema.Utterance.words),
-                selectinload(schema.Utterance.session).selectinload(schema.Session.segments),
-            )
-        ).all()
-        by_id = {u.id: u for u in rows}
-        hits = []
-        for score, i in best:
-            utt = by_id[i]
-            span = phonetic.best_match(phones, [w.text for w in utt.words])
-            hits.append(_hit_at(utt, span.first, span.last, round(score, 3)))
-        return hits
+        best = [(i, score) for score, _, i in ranked if score >= min_score][:limit]
+        score_of = dict(best)
+
+        def span(utt: _Found) -> tuple[int, int, float]:
+            match = phonetic.best_match(phones, [w.text for w in utt.words])
+            return match.first, match.last, round(score_of[utt.id], 3)
+
+        return _hits(db, [i for i, _ in best], span)
 
 
 def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[tuple[int, datetime]]:
@@ -440,11 +532,3 @@ def _query_phonemes(query: str) -> list[str]:
     if len(phones) < FUZZY_MIN_PHONEMES:
         raise QueryError(f"{query[:40]!r} is too short to search by sound; give two or three words")
     return phones
-
-
-def _segment_at(session: schema.Session, seconds: float) -> tuple[str | None, float | None]:
-    frame = round(seconds * session.rate)
-    for seg in session.segments:
-        if seg.offset <= frame < seg.offset + seg.frames and seg.deleted_at is None:
-            return seg.path, (frame - seg.offset) / seg.rate
-    return None, None

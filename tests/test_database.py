@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from alembic import command
 from pipeline import database
 from pipeline.database import _alembic_config, current_revision, migrate, open_archive
 from pipeline.errors import IndexerError
+from pipeline.schema import time_key
 
 from .conftest import archive_at
 
@@ -28,6 +30,14 @@ TABLES = {
     "utterances_fts",
     "alembic_version",
 }
+
+
+def head() -> str:
+    """The newest migration's revision."""
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(database.create_engine("sqlite://"))
+    return ScriptDirectory.from_config(cfg).get_current_head()
 
 
 def tables(path: Path) -> set[str]:
@@ -54,7 +64,7 @@ def test_migrating_twice_changes_nothing(db, home):
     migrate(db)
     open_archive(home)
     after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
-    assert before == after and current_revision(db) == "0006"
+    assert before == after and current_revision(db) == head()
 
 
 def test_downgrade_to_empty_and_back(db, home):
@@ -120,24 +130,28 @@ def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home)
     )
     con.commit()
     migrate(engine)
-    assert current_revision(engine) == "0006"
+    assert current_revision(engine) == head()
     sql = fts_sql(home.db_path)
     assert "prefix='2 3 4'" in sql and "remove_diacritics 2" in sql
-    assert "content='utterances'" in sql and "content_rowid='id'" in sql
+    assert "content='utterances'" in sql and "content_rowid='time_key'" in sql  # 0007
     from pipeline.search import search
 
     assert [h.id for h in search(engine, "budget review")] == [1]
     assert [h.id for h in search(engine, "see you")] == [2]
 
     def prefix(stem: str) -> list[int]:  # each length has its own prefix index
-        q = "SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH ? ORDER BY rowid"
+        q = (
+            "SELECT u.id FROM utterances_fts JOIN utterances AS u ON u.time_key = "
+            "utterances_fts.rowid WHERE utterances_fts MATCH ? ORDER BY utterances_fts.rowid"
+        )
         return [r[0] for r in con.execute(q, (stem,))]
 
     assert prefix("bu*") == prefix("bud*") == prefix("budg*") == prefix("budge*") == [1]
     # the triggers still keep the index in step with utterances
     con.execute(
-        "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
-        "VALUES (3, 7, 5.0, 6.0, '2026-01-05 09:00:05.000000', 'budget cuts', 'vosk:x', 3)"
+        "INSERT INTO utterances (id, session_id, start, end, at, time_key, text, engine, "
+        "transcript_id) VALUES (3, 7, 5.0, 6.0, '2026-01-05 09:00:05.000000', "
+        f"{time_key(datetime(2026, 1, 5, 9, 0, 5, tzinfo=UTC))}, 'budget cuts', 'vosk:x', 3)"
     )
     con.execute("UPDATE utterances SET text = 'see you tuesday' WHERE id = 2")
     con.execute("DELETE FROM utterances WHERE id = 1")
@@ -153,7 +167,38 @@ def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0004")
     assert "prefix" not in fts_sql(home.db_path)
-    assert [h.id for h in search(engine, "budget cuts")] == [3]
+    q = "SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH ?"  # rowids are ids again
+    assert [r[0] for r in con.execute(q, ('"budget cuts"',))] == [3]
+    con.execute("INSERT INTO utterances_fts(utterances_fts) VALUES ('integrity-check')")
+    engine.dispose()
+
+
+def test_the_fts_index_is_rebuilt_in_time_order_and_keeps_every_word(home):
+    """Migration 0007 gives every utterance a unique time key in the order they were said,
+    and the FTS5 rowids follow it: newest first is newest said, not newest indexed."""
+    engine = archive_at(home, "0006")
+    con = sqlite3.connect(home.db_path)
+    con.executescript(
+        "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
+        "frames, status, transcript_id) VALUES (7, 'k', 'file', 'a.wav', "
+        "'2026-01-05 09:00:00.000000', 16000, 1, 160000, 'complete', 3);"
+        "INSERT INTO transcripts (id, session_id, engine, version, created_at) "
+        "VALUES (3, 7, 'vosk:x', '', '2026-01-05 09:00:00.000000');"
+        # ids against time: 1 was said last; 2 and 3 at the very same microsecond
+        "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
+        "VALUES (1, 7, 9.0, 9.5, '2026-01-05 09:00:09.000000', 'budget review late', "
+        "'vosk:x', 3), (2, 7, 3.0, 4.0, '2026-01-05 09:00:03.250000', 'budget review', "
+        "'vosk:x', 3), (3, 7, 3.0, 4.0, '2026-01-05 09:00:03.250000', 'budget review', "
+        "'vosk:x', 3);"
+    )
+    con.commit()
+    migrate(engine)
+    keys = dict(con.execute("SELECT id, time_key FROM utterances").fetchall())
+    said = time_key(datetime(2026, 1, 5, 9, 0, 3, 250000, tzinfo=UTC))
+    assert keys == {2: said, 3: said + 1, 1: time_key(datetime(2026, 1, 5, 9, 0, 9, tzinfo=UTC))}
+    from pipeline.search import search
+
+    assert [h.id for h in search(engine, "budget review")] == [1, 3, 2]
     con.execute("INSERT INTO utterances_fts(utterances_fts) VALUES ('integrity-check')")
     engine.dispose()
 
@@ -199,5 +244,5 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0006"
+    assert out.stdout.strip() == head()
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES

@@ -64,6 +64,28 @@ def test_newest_first_and_limit(db):
     assert len(search(db, "budget review", limit=2)) == 2
 
 
+def test_newest_first_means_newest_said_not_newest_indexed(db):
+    """An old recording ingested today sorts by when it was said; utterances said at the
+    very same moment (two transcripts of a session) are both found."""
+    add_session(db, "today", T0 + timedelta(days=300), ["the budget review"])
+    add_session(db, "last-year", T0, ["the budget review", "budget review again"])
+    add_session(db, "same-moment", T0 + timedelta(days=100), ["budget review"])
+    add_session(db, "same-moment-2", T0 + timedelta(days=100), ["budget review"])
+    hits = search(db, "budget review")
+    assert [h.session_key for h in hits][0] == "today"
+    assert [h.at for h in hits] == sorted((h.at for h in hits), reverse=True)
+    assert {h.session_key for h in hits[1:3]} == {"same-moment", "same-moment-2"}
+    assert [h.text for h in hits[3:]] == ["budget review again", "the budget review"]
+    # time filters are exact to the microsecond: since is in, until is out
+    said = T0 + timedelta(days=100)  # both "same-moment" utterances start here
+    assert len(search(db, "budget review", since=said, until=said + timedelta(microseconds=1)))
+    assert search(db, "budget review", until=said, since=said - timedelta(days=1)) == []
+    assert [h.session_key for h in search(db, "budget review", session="last-year")] == [
+        "last-year",
+        "last-year",
+    ]
+
+
 @pytest.mark.parametrize(
     "query",
     ['"unbalanced', "AND OR NOT", "NEAR(", "budg*", "col:umn", "a - b", "^start", "'; DROP"],
