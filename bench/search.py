@@ -11,7 +11,8 @@ create the database (up to ``--baseline``, default: the newest), then sessions,
 transcripts, segments, utterances and words are bulk-inserted with raw SQL in
 one transaction per session, so the real FTS5 triggers fill ``utterances_fts``,
 and the phonetic index gets each utterance's trigrams as the indexer writes
-them (``pipeline.phonetic.index_text``). Text is drawn from a Zipf vocabulary
+them (``pipeline.phonetic.index_text``), and so does the word-pairs index
+(``pipeline.fulltext``). Text is drawn from a Zipf vocabulary
 (``--vocab`` pseudo-words, exponent 1); utterances have 3-30 words at about
 2.5 words/s; sessions last 1-8 h and start at random times over a year.
 
@@ -56,7 +57,7 @@ from alembic import command
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session as DbSession
 
-from pipeline import phonetic
+from pipeline import fulltext, phonetic
 from pipeline.config import Home
 from pipeline.database import _alembic_config, current_revision, migrate, open_database
 from pipeline.schema import time_key
@@ -133,13 +134,14 @@ class Schema:
 
     time_keys: bool
     phonetic: bool
+    pairs: bool
     used_keys: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, con: sqlite3.Connection) -> Schema:
         columns = {r[1] for r in con.execute("PRAGMA table_info(utterances)")}
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
-        return cls("time_key" in columns, phonetic.TABLE in tables)
+        return cls("time_key" in columns, phonetic.TABLE in tables, fulltext.PAIRS in tables)
 
     def key(self, at: datetime) -> int:
         """The indexer's rule: the utterance's microsecond, or the next free one."""
@@ -164,7 +166,7 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
     for sid, (started, seconds) in enumerate(plan, start=1):
         con.execute("BEGIN")
         _session_rows(con, sid, started, seconds)
-        utts, words, sounds = [], [], []
+        utts, words, sounds, pairs = [], [], [], []
         t = rng.uniform(*PAUSE)
         while t < seconds:
             n = rng.randint(*UTTERANCE_WORDS)
@@ -178,7 +180,12 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
                 t += slot
             at = started + timedelta(seconds=start)
             row = (utt_id, sid, start, t, to_db(at), " ".join(texts), ENGINE, sid)
-            utts.append((*row, schema.key(at)) if schema.time_keys else row)
+            if schema.time_keys:
+                utts.append((*row, schema.key(at)))
+            else:
+                utts.append(row)
+            if schema.pairs:
+                pairs.append((utts[-1][-1], " ".join(fulltext.pairs(texts))))
             if schema.phonetic:
                 sounds.append((utt_id, phonetic.index_text(texts)))
             t += rng.uniform(*PAUSE)
@@ -193,6 +200,7 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
             words,
         )
         con.executemany(f"INSERT INTO {phonetic.TABLE}(rowid, trigrams) VALUES (?, ?)", sounds)
+        con.executemany(f"INSERT INTO {fulltext.PAIRS}(rowid, pairs) VALUES (?, ?)", pairs)
         con.execute("COMMIT")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()

@@ -23,6 +23,7 @@ from . import schema
 from .config import Home
 from .database import db_errors, open_database
 from .errors import PipelineError
+from .fulltext import index_pairs
 from .messages import (
     AudioDeleted,
     ChildFailed,
@@ -101,8 +102,10 @@ class Indexer:
             (self.status if isinstance(item, Indexed | SessionEvent) else self.report)(item)
 
     def _index_sounds(self, db: DbSession) -> None:
-        """The phonetic index rows of the utterances added (search --fuzzy reads them)."""
+        """The index rows that SQL cannot make of the utterances added: their word pairs
+        (phrase search) and sounds (search --fuzzy)."""
         db.flush()
+        index_pairs(db.connection(), [(u.time_key, u.text) for u in self._added])
         rows = [(u.id, [w.text for w in u.words]) for u in self._added]
         index_utterances(db.connection(), rows)
         self._added = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import math
 import re
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,42 +24,21 @@ from sqlalchemy.orm import Session as DbSession
 from . import phonetic, schema
 from .database import db_errors
 from .errors import QueryError
-
-MAX_QUERY_WORDS = 64
-MAX_QUERY_CHARS = 2000
-# English words too common to find anything by: one of them alone is refused
-# ("to be or not to be" is a phrase worth finding; "the" is not)
-STOP_WORDS = frozenset(
-    "a an and are as at be but by for from he her his i if in is it its me my no not of on or "  # noqa: SIM905
-    "our she so that the their them they this to up us was we were what with you your".split()
+from .fulltext import (
+    FTS,
+    MAX_QUERY_WORDS,
+    PAIRS,
+    check_length,
+    pairs_match,
+    phrase_match,
+    phrase_words,
+    tokens,
 )
-_TOKEN = re.compile(r"[^\W_]+")
-
-
-def tokens(text_: str) -> list[str]:
-    """Case- and accent-folded word tokens, as FTS5's unicode61 tokenizer sees them."""
-    folded = unicodedata.normalize("NFKD", text_.casefold())
-    stripped = "".join(ch for ch in folded if not unicodedata.combining(ch))
-    # composed again: NFKD splits Hangul syllables into jamo, which FTS5 keeps whole
-    return _TOKEN.findall(unicodedata.normalize("NFC", stripped))
 
 
 def phrase_query(query: str) -> str:
     """The FTS5 MATCH string for an exact phrase; QueryError if nothing is searchable."""
-    _check_length(query)
-    words = tokens(query)
-    if not words:
-        raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
-    if len(words) == 1 and words[0] in STOP_WORDS:
-        raise QueryError(
-            f"{query[:40]!r} is a common word, in nearly every utterance; "
-            "search for a phrase with it, or add a rarer word"
-        )
-    if len(words) > MAX_QUERY_WORDS:
-        raise QueryError(
-            f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
-        )
-    return '"' + " ".join(words) + '"'
+    return phrase_match(phrase_words(query))
 
 
 @dataclass(frozen=True)
@@ -140,23 +118,33 @@ def matching_ids(
     db: DbSession, query: str, *, limit: int, fts: bool, rank: bool, filters: Filters
 ) -> list[int]:
     """The ids of the utterances :func:`search` shows (exact or ``fts``), in its order."""
-    match = fts_query(query) if fts else phrase_query(query)
     where, params = _where(db, filters)
-    where += _time_range(db, filters, params)
+    if fts:
+        table, params["match"] = FTS, fts_query(query)
+    else:
+        words = phrase_words(query)
+        table, params["match"] = FTS, phrase_match(words)
+        if len(words) > 1 and not rank:  # a phrase: its word pairs (see pipeline.fulltext)
+            table, params["pairs"] = PAIRS, pairs_match(words)
+            where.append(
+                f"EXISTS (SELECT 1 FROM {FTS} WHERE {FTS} MATCH :match "
+                f"AND {FTS}.rowid = {PAIRS}.rowid)"
+            )
+    where += _time_range(db, filters, params, table)
     # Newest first is the full-text index's own order (rowids are time keys,
     # migration 0007): SQLite streams matches from the newest and stops at the limit.
-    order = "utterances_fts.rank" if rank else "utterances_fts.rowid DESC"
+    order = f"{table}.rank" if rank else f"{table}.rowid DESC"
+    match = ":pairs" if table == PAIRS else ":match"
     sql = text(
-        "SELECT u.id FROM utterances_fts "
-        "JOIN utterances AS u ON u.time_key = utterances_fts.rowid "
+        f"SELECT u.id FROM {table} JOIN utterances AS u ON u.time_key = {table}.rowid "
         "JOIN sessions AS s ON s.id = u.session_id "
-        f"WHERE utterances_fts MATCH :match AND {' AND '.join(where)} "
+        f"WHERE {table} MATCH {match} AND {' AND '.join(where)} "
         f"ORDER BY {order} LIMIT :limit"
     ).bindparams(*_typed(params))
-    return _run(db, sql, {"match": match, "limit": limit, **params}, fts)
+    return _run(db, sql, {"limit": limit, **params}, fts)
 
 
-def _time_range(db: DbSession, f: Filters, params: dict) -> list[str]:
+def _time_range(db: DbSession, f: Filters, params: dict, table: str) -> list[str]:
     """Rowid bounds for the full-text index from the time filters and the session's span,
     so that FTS5 seeks to them instead of reading every match outside them."""
     lo, hi = [], []
@@ -177,11 +165,11 @@ def _time_range(db: DbSession, f: Filters, params: dict) -> list[str]:
                 hi.append(schema.time_key(started + timedelta(seconds=frames / rate + 1)))
     where = []
     if lo:
-        where.append("utterances_fts.rowid >= :key_lo")
+        where.append(f"{table}.rowid >= :key_lo")
         params["key_lo"] = max(lo)
     if hi:
         # keys are made unique by moving on a few microseconds: stay a second wide
-        where.append("utterances_fts.rowid < :key_hi")
+        where.append(f"{table}.rowid < :key_hi")
         params["key_hi"] = min(hi) + 1_000_000
     return where
 
@@ -195,17 +183,10 @@ _FTS_ERROR = re.compile(
 
 def fts_query(query: str) -> str:
     """The user's FTS5 query, checked only for being searchable at all."""
-    _check_length(query)
+    check_length(query)
     if not tokens(query):
         raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
     return query
-
-
-def _check_length(query: str) -> None:
-    if len(query) > MAX_QUERY_CHARS:
-        raise QueryError(
-            f"the query has {len(query)} characters; search for at most {MAX_QUERY_CHARS}"
-        )
 
 
 def _run(db: DbSession, sql, params: dict, fts: bool) -> list[int]:
@@ -520,7 +501,7 @@ def _words_of(db: DbSession, ids: list[int]) -> dict[int, list[str]]:
 
 def _query_phonemes(query: str) -> list[str]:
     """The phrase's phonemes; QueryError if it has too little sound to search by."""
-    _check_length(query)
+    check_length(query)
     words = tokens(query)
     if not words:
         raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")

@@ -10,6 +10,12 @@ out matches in rowid order, so ``ORDER BY rowid DESC LIMIT 20`` streams the
 newest matches and stops after 20, and a time filter (``--since``) is a
 rowid range that FTS5 seeks to.
 
+A second FTS5 table, ``utterances_pairs``, holds each pair of adjacent
+tokens as one token (``budget_review``), with the same rowids: a phrase is
+looked up by its pairs, which are far rarer than its words (see
+``pipeline.fulltext``). It is contentless, written by the indexer; here it is
+filled for the existing utterances.
+
 ``time_key`` is filled for existing utterances here (in time order, clashes
 resolved as the indexer does), the FTS5 table is rebuilt on it and merged,
 and its triggers follow ``time_key``. On other databases the column gets a
@@ -94,6 +100,27 @@ def _fill_time_keys(bind) -> None:
         after_id, after_at = rows[-1][0], rows[-1][1]
 
 
+def _fill_pairs(bind) -> None:
+    from pipeline.fulltext import index_pairs
+
+    op.execute(
+        "CREATE VIRTUAL TABLE utterances_pairs USING fts5(pairs, "
+        "tokenize = \"unicode61 tokenchars '_'\", content = '', columnsize = 0)"
+    )
+    after = None
+    while True:
+        where = "" if after is None else "WHERE time_key > :after "
+        rows = bind.execute(
+            sa.text(f"SELECT time_key, text FROM utterances {where}ORDER BY time_key LIMIT :n"),
+            {"after": after, "n": BATCH},
+        ).all()
+        if not rows:
+            break
+        index_pairs(bind, [tuple(r) for r in rows])
+        after = rows[-1][0]
+    op.execute("INSERT INTO utterances_pairs(utterances_pairs) VALUES ('optimize')")
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     op.add_column("utterances", sa.Column("time_key", sa.BigInteger, nullable=True))
@@ -102,10 +129,12 @@ def upgrade() -> None:
     op.create_index("ix_utterances_time_key", "utterances", ["time_key"], unique=sqlite)
     if sqlite:
         _rebuild_fts(OPTIONS, "time_key")
+        _fill_pairs(bind)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TABLE IF EXISTS utterances_pairs")
         _rebuild_fts(OPTIONS_0005, "id")
     op.drop_index("ix_utterances_time_key", "utterances")
     op.drop_column("utterances", "time_key")
