@@ -15,11 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
 from .segment_file import frames_of, read_frames
+
+if TYPE_CHECKING:
+    from .config import Home
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +104,17 @@ def _stem(path: Path) -> str:
     return path.name.removesuffix(PART_SUFFIX).rsplit(".", 1)[0]
 
 
-def known_anchor(home_root: Path, session: str) -> tuple[str, int] | None:
-    """The archive's newest segment of a session: (path, session offset), or None."""
+def known_anchor(home: Home, session: str) -> tuple[str, int] | None:
+    """The archive's newest segment of a session: (path, session offset), or None (also
+    when a shared archive cannot be reached: the files on disk are placed by themselves)."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session as DbSession
 
     from . import schema
-    from .config import Home
     from .database import db_errors, open_database
+    from .errors import ArchiveUnreachableError
 
-    home = Home(home_root)
-    if not home.db_path.exists():
+    if not home.shared and not home.db_path.exists():
         return None
     engine = open_database(home)
     try:
@@ -122,6 +126,9 @@ def known_anchor(home_root: Path, session: str) -> tuple[str, int] | None:
                 .order_by(schema.Segment.offset.desc())
                 .limit(1)
             ).first()
+    except ArchiveUnreachableError as exc:
+        log.warning("%s; placing session %s's segments by their files", exc, session)
+        return None
     finally:
         engine.dispose()
     return None if row is None else (row.path, row.offset)

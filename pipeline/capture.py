@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from .backfill import PART_SUFFIX, SessionOnDisk, known_anchor
+from .config import Home
 from .errors import CaptureError
 from .messages import (
     TIMELINE_BREAKS,
@@ -278,7 +279,9 @@ def fix_wav_header(path: Path, *, dry_run: bool = False, frames: int | None = No
     return length
 
 
-def finish_session_files(recordings: Path, started: SessionStarted, send) -> int:
+def finish_session_files(
+    recordings: Path, started: SessionStarted, send, db: str | None = None
+) -> int:
     """Finish what a dead capture left of a session; returns the session's last frame on disk.
 
     Its open ``*.wav.part`` is finished (header fixed, renamed, an empty one
@@ -293,7 +296,7 @@ def finish_session_files(recordings: Path, started: SessionStarted, send) -> int
         else:
             os.replace(part, final)
     disk = SessionOnDisk(recordings, started.key, started.rate)
-    placed = disk.placed(known_anchor(recordings.parent, started.key))
+    placed = disk.placed(known_anchor(Home(recordings.parent, db), started.key))
     for path, offset, frames in placed[-2:]:
         send(
             SegmentClosed(
@@ -345,6 +348,7 @@ def record_session(
     status: Callable[[object], None] | None = None,
     resume: SessionStarted | None = None,
     on_session: Callable[[SessionStarted | None], None] | None = None,
+    db: str | None = None,
 ) -> str:
     """Capture one source to its end, ``stop``, or ``max_seconds``; returns the last session key.
 
@@ -360,6 +364,7 @@ def record_session(
         index_q=index_q,
         segment_seconds=segment_seconds,
         status=status,
+        db=db,  # the archive, if not the home's own file: where a resumed session stands
     )
     if resume is None:
         rec = _Recording.begin(source, **options)
@@ -440,7 +445,7 @@ class _Recording:
         so the session's timeline stays true to the wall clock.
         """
         recordings = options["recordings"]
-        end = finish_session_files(recordings, started, options["index_q"].put)
+        end = finish_session_files(recordings, started, options["index_q"].put, options.get("db"))
         rec = cls(source, started, end, **options)
         if source.kind == "file":
             source.seek(end)
@@ -564,6 +569,7 @@ def run_capture(
     resume: Capturing | None = None,
     work_q=None,
     sender: str = "capture",
+    db: str | None = None,
 ) -> None:
     """Process body: capture each source in turn, then send STOP down both queues.
 
@@ -596,6 +602,7 @@ def run_capture(
                 status=status,
                 resume=resume.session if resume is not None and index == first else None,
                 on_session=functools.partial(_announce, status, index, sender),
+                db=db,
             )
     finally:
         audio_q.put(Stop(sender))

@@ -29,12 +29,15 @@ from .compact import FORMATS, compact_archive
 from .config import (
     ENGINES,
     SECRET_KEYS,
+    URL_KEYS,
     Home,
     Settings,
+    check_db_url,
     parse_duration,
     parse_size,
     resolve_home,
     set_value,
+    shown_url,
 )
 from .dates import parse_when
 from .errors import (
@@ -102,6 +105,16 @@ HomeOption = Annotated[
         show_default=False,
     ),
 ]
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="The archive's database, e.g. postgresql://pipeline@archive.local/pipeline "
+        "for one that many recorders share (default: $PIPELINE_DB, else the config's db, "
+        "else the home's own SQLite file).",
+        show_default=False,
+    ),
+]
 ModelOption = Annotated[
     str | None,
     typer.Option(
@@ -157,9 +170,17 @@ def _settings() -> Settings:
     return _State.settings
 
 
-def _home(option: Path | None) -> Home:
-    """--home, then $PIPELINE_HOME, then `home` in the config file, then the default."""
-    return resolve_home(option or _settings().get("home"))
+def _home(option: Path | None, db: str | None = None) -> Home:
+    """--home, then $PIPELINE_HOME, then `home` in the config file, then the default;
+    the archive's database: --db, then $PIPELINE_DB, then `db` in the config file, else
+    the home's own SQLite file."""
+    url = db or _settings().get("db")
+    if db:
+        try:
+            url = check_db_url(db)
+        except ValueError as exc:
+            raise ConfigError(f"--db: {exc}") from None
+    return resolve_home(option or _settings().get("home"), url)
 
 
 def _engine(
@@ -224,6 +245,7 @@ def _fail(message: str) -> None:
 def ingest(
     files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG; any rate).")],
     home: HomeOption = None,
+    db: DbOption = None,
     model: ModelOption = None,
     lang: LangOption = None,
     engine: EngineOption = None,
@@ -233,7 +255,7 @@ def ingest(
     jobs: JobsOption = None,
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
-    h = _home(home)
+    h = _home(home, db)
     spec = _engine(model, h, lang, engine)
     if spec.kind == "assemblyai":
         out.print("engine assemblyai: the speech found in these files is sent to AssemblyAI")
@@ -276,6 +298,7 @@ def ingest(
 @app.command()
 def reindex(
     home: HomeOption = None,
+    db: DbOption = None,
     model: ModelOption = None,
     lang: LangOption = None,
     session: Annotated[
@@ -290,7 +313,7 @@ def reindex(
     dry_run: Annotated[bool, typer.Option(help="Show what would be done, do nothing.")] = False,
 ) -> None:
     """Recognize stored recordings again with another model; earlier transcripts are kept."""
-    h = _home(home)
+    h = _home(home, db)
     if model is None and lang is None and engine is None:
         raise ConfigError(
             "say which model to reindex with: --model NAME, --lang xx or --engine assemblyai"
@@ -362,6 +385,7 @@ def _jobs(option: int | None) -> int:
 @app.command()
 def record(
     home: HomeOption = None,
+    db: DbOption = None,
     source: Annotated[
         str,
         typer.Option(
@@ -401,7 +425,7 @@ def record(
         raise ConfigError(f"--source must be one of {', '.join(KINDS)} (got {source!r})")
     if device is not None and source == "system+mic":
         raise ConfigError("--device picks one device; use it with --source system or mic")
-    h = _home(home)
+    h = _home(home, db)
     spec = _engine(model, h, lang, engine)
     state = LiveState(source=source, engine=spec.label, recordings=h.recordings)
     run = functools.partial(
@@ -463,11 +487,12 @@ def devices(
 @app.command(name="repair")
 def repair_command(
     home: HomeOption = None,
+    db: DbOption = None,
     dry_run: Annotated[bool, typer.Option(help="Only say what would be done.")] = False,
     model: ModelOption = None,
 ) -> None:
     """Finish what a crash left: partial segments, unknown files, audio never indexed."""
-    h = _home(home)
+    h = _home(home, db)
     spec = _engine(model, h)
     with hold(h):
         actions = run_repair(
@@ -483,6 +508,7 @@ def repair_command(
 @app.command(name="compact")
 def compact_command(
     home: HomeOption = None,
+    db: DbOption = None,
     format: Annotated[
         str | None,
         typer.Option(
@@ -496,7 +522,7 @@ def compact_command(
     dry_run: Annotated[bool, typer.Option(help="Only list what would be compacted.")] = False,
 ) -> None:
     """Re-encode older audio segments to save disk (a running recorder does it by itself)."""
-    h = _home(home)
+    h = _home(home, db)
     fmt = _settings().get("compact", format)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
@@ -527,10 +553,11 @@ def compact_command(
 @app.command()
 def status(
     home: HomeOption = None,
+    db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Is a recorder running, how much is recorded, and every gap of the last 24 hours."""
-    st = collect_status(_home(home), budget=_settings().get("max_disk"))
+    st = collect_status(_home(home, db), budget=_settings().get("max_disk"))
     if as_json:
         out.print_json(json.dumps(st.to_json()))
         return
@@ -541,6 +568,7 @@ def status(
 def search(
     phrase: Annotated[str, typer.Argument(help="Words to find, as a phrase.")],
     home: HomeOption = None,
+    db: DbOption = None,
     limit: Annotated[int, typer.Option(help="Most hits to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     model: Annotated[
@@ -580,7 +608,7 @@ def search(
     ] = None,
 ) -> None:
     """Find where a phrase was said, newest first (--fuzzy: best first)."""
-    archive = Archive(_home(home))
+    archive = Archive(_home(home, db))
     hits = archive.search(
         phrase,
         limit=limit,
@@ -634,11 +662,12 @@ def _when(option: str, text: str | None, *, end: bool = False) -> datetime | Non
 def show(
     hit_id: Annotated[int, typer.Argument(help="A hit id from `pipeline search`.")],
     home: HomeOption = None,
+    db: DbOption = None,
     around: Annotated[int, typer.Option(help="Utterances to show before and after it.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print an utterance with its neighbours, times, engine and each word's confidence."""
-    said, focus = Archive(_home(home)).around(hit_id, max(0, around))
+    said, focus = Archive(_home(home, db)).around(hit_id, max(0, around))
     if as_json:
         out.print_json(json.dumps({"id": hit_id, "utterances": [_said_json(s) for s in said]}))
         return
@@ -675,11 +704,12 @@ def _said_json(s) -> dict:
 def play(
     hit_id: Annotated[int, typer.Argument(help="A hit id from `pipeline search`.")],
     home: HomeOption = None,
+    db: DbOption = None,
     before: Before = DEFAULT_PADDING_SECONDS,
     after: After = DEFAULT_PADDING_SECONDS,
 ) -> None:
     """Play a moment through the default output device."""
-    archive = Archive(_home(home))
+    archive = Archive(_home(home, db))
     m = archive.moment(hit_id, before=before, after=after)
     out.print(
         f"playing hit {hit_id}: session {m.session_id}, "
@@ -697,11 +727,12 @@ def clip(
         Path, typer.Option("-o", "--output", help="File to write (.wav, .flac, .ogg).")
     ],
     home: HomeOption = None,
+    db: DbOption = None,
     before: Before = DEFAULT_PADDING_SECONDS,
     after: After = DEFAULT_PADDING_SECONDS,
 ) -> None:
     """Cut a moment (with context) into an audio file."""
-    archive = Archive(_home(home))
+    archive = Archive(_home(home, db))
     m = archive.moment(hit_id, before=before, after=after)
     from .replay import write_clip
 
@@ -715,10 +746,11 @@ def clip(
 @app.command()
 def sessions(
     home: HomeOption = None,
+    db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List what has been recorded or ingested, newest first."""
-    rows = Archive(_home(home)).sessions()
+    rows = Archive(_home(home, db)).sessions()
     if as_json:
         out.print_json(
             json.dumps(
@@ -768,12 +800,13 @@ def export_command(
         typer.Option(help="Export the transcripts by this model; default: each session's newest."),
     ] = None,
     home: HomeOption = None,
+    db: DbOption = None,
 ) -> None:
     """Write a session's transcript as text, SRT/WebVTT subtitles or JSON with word times."""
     check_format(format)
     after = _when("--since", since)
     before = _when("--until", until, end=True)
-    found = Archive(_home(home)).transcripts(session, since=after, until=before, model=model)
+    found = Archive(_home(home, db)).transcripts(session, since=after, until=before, model=model)
     if not found:
         err.print("no words in that time; nothing to export")
     text = render(found, format)
@@ -808,9 +841,10 @@ def supercut_command(
         str | None, typer.Option(help="Search the transcripts by this model (see `search`).")
     ] = None,
     home: HomeOption = None,
+    db: DbOption = None,
 ) -> None:
     """Cut every place a phrase was said into one audio file, in the order said."""
-    cut = Archive(_home(home)).supercut(
+    cut = Archive(_home(home, db)).supercut(
         phrase,
         output,
         before=before,
@@ -916,10 +950,7 @@ def config_show(
 ) -> None:
     """Print the effective settings and where each value came from."""
     st = _settings()
-    rows = [
-        (k, "(hidden)" if k in SECRET_KEYS and v.value else v.value, v.origin)
-        for k, v in st.values.items()
-    ]
+    rows = [(k, _shown(k, v.value), v.origin) for k, v in st.values.items()]
     if as_json:
         out.print_json(
             json.dumps(
@@ -940,6 +971,13 @@ def config_show(
     for k, v, o in rows:
         table.add_row(k, "" if v is None else str(v), o)
     out.print(table)
+
+
+def _shown(key: str, value):
+    """A setting as `config show` prints it: secrets hidden, URLs without their password."""
+    if key in SECRET_KEYS and value:
+        return "(hidden)"
+    return shown_url(value) if key in URL_KEYS and value else value
 
 
 models_app = typer.Typer(
@@ -1053,6 +1091,7 @@ def service_install(
 @app.command()
 def serve(
     home: HomeOption = None,
+    db: DbOption = None,
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")
     ] = 8765,
@@ -1064,7 +1103,7 @@ def serve(
     """Search and listen in the browser: a local web page, until Ctrl+C."""
     from .web import WebServer  # Starlette and uvicorn load only for this command
 
-    server = WebServer(_home(home), host=host, port=port)
+    server = WebServer(_home(home, db), host=host, port=port)
     if not server.loopback:
         err.print(
             f"warning: listening on {server.host}: anyone who can reach this machine can "

@@ -34,9 +34,15 @@ MIN_SEGMENT_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Home:
-    """A data home: the database file and the recordings folder under one root."""
+    """A data home: the database and the recordings folder under one root.
+
+    The database is the SQLite file ``db/pipeline.db`` in it, unless ``db`` names
+    another (a PostgreSQL archive that many recorders share); the recordings and
+    everything else a recorder keeps stay in the home.
+    """
 
     root: Path
+    db: str | None = None  # a database URL; None: the home's SQLite file
 
     @property
     def db_path(self) -> Path:
@@ -48,7 +54,12 @@ class Home:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.db_path}"
+        return self.db or f"sqlite:///{self.db_path}"
+
+    @property
+    def shared(self) -> bool:
+        """Whether the archive is a database server's rather than this home's file."""
+        return self.db is not None and not self.db.startswith("sqlite")
 
     def ensure(self) -> Home:
         """Create the home's folders; a home that cannot be made is a ConfigError."""
@@ -63,13 +74,42 @@ class Home:
         return self
 
 
-def resolve_home(option: str | Path | None = None) -> Home:
-    """Pick the data home: the option, then the environment, then the platform default."""
+def resolve_home(option: str | Path | None = None, db: str | None = None) -> Home:
+    """Pick the data home: the option, then the environment, then the platform default;
+    ``db``: the archive's database URL, if not the home's own file."""
     chosen = option or os.environ.get(HOME_ENV) or platformdirs.user_data_dir("pipeline")
     root = Path(chosen).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"data home {root} is a file, not a folder; pass --home DIR")
-    return Home(root)
+    return Home(root, check_db_url(db) if db else None)
+
+
+DB_ENV = "PIPELINE_DB"
+DB_SCHEMES = ("sqlite", "postgresql")
+
+
+def check_db_url(url: str) -> str:
+    """A database URL pipeline can use: sqlite:///FILE or postgresql://[user@]host[:port]/db."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(str(url).strip())
+    except ArgumentError:
+        raise ValueError("must be a database URL such as postgresql://user@host/pipeline") from None
+    scheme = parsed.get_backend_name()
+    if scheme not in DB_SCHEMES:
+        raise ValueError(f"must be a postgresql:// or sqlite:/// URL, not {scheme}://")
+    if scheme == "postgresql" and not parsed.database:
+        raise ValueError("must name the database: postgresql://user@host/DATABASE")
+    return str(url).strip()
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit to print: the password, if any, hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def check_segment_seconds(value: float) -> float:
@@ -89,8 +129,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 COMPACT_FORMATS = ("opus", "flac", "off")
 ENGINES = ("local", "assemblyai")  # local: PocketSphinx, or Vosk with a model; never the cloud
 SECRET_KEYS = frozenset({"assemblyai_api_key"})  # never printed, not even in an error
+URL_KEYS = frozenset({"db"})  # printed with their password hidden
 # settings the environment overrides, beside $PIPELINE_HOME
 ENVIRONMENT = {
+    "db": DB_ENV,
     "assemblyai_api_key": assemblyai.KEY_ENV,
     "assemblyai_url": assemblyai.URL_ENV,
 }
@@ -176,6 +218,7 @@ def _one_of(choices):
 # key: (default, check)
 KEYS: dict[str, tuple[object, object]] = {
     "home": (None, str),
+    "db": (None, check_db_url),
     "source": ("system", _one_of(SOURCES)),
     "device": (None, str),
     "model": (None, str),
@@ -249,7 +292,7 @@ def _check(key: str, raw, where: str):
     try:
         return KEYS[key][1](raw)
     except (TypeError, ValueError) as exc:
-        shown = "(hidden)" if key in SECRET_KEYS else repr(raw)
+        shown = "(hidden)" if key in SECRET_KEYS | URL_KEYS else repr(raw)
         raise ConfigError(f"{where}: {key} = {shown} is not valid: {exc}") from exc
 
 

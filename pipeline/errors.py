@@ -79,6 +79,10 @@ class DatabaseLockedError(IndexerError):
     """Another process holds the database lock for too long."""
 
 
+class ArchiveUnreachableError(IndexerError):
+    """A shared archive's server cannot be reached or refuses the login (a recorder spools)."""
+
+
 # --- search and replay ------------------------------------------------------
 
 
@@ -98,6 +102,10 @@ class ReplayError(PipelineError):
     """Audio for a moment cannot be read, written or played."""
 
     exit_code = 8
+
+
+class RemoteAudioError(ReplayError):
+    """Audio recorded on another machine cannot be fetched from it."""
 
 
 class ExportError(PipelineError):
@@ -128,6 +136,7 @@ class Interrupted(PipelineError):
 
 
 __all__ = [
+    "ArchiveUnreachableError",
     "CaptureError",
     "ConfigError",
     "DatabaseLockedError",
@@ -144,6 +153,7 @@ __all__ = [
     "ProcessDiedError",
     "QueryError",
     "RecognizerError",
+    "RemoteAudioError",
     "ReplayError",
     "SourceFileError",
 ]

@@ -94,3 +94,213 @@ def index_pairs(connection, rows: list[tuple[int, str]]) -> None:
     values = [{"key": key, "pairs": " ".join(pairs(tokens(said)))} for key, said in rows]
     if values:
         connection.execute(text(f"INSERT INTO {PAIRS}(rowid, pairs) VALUES (:key, :pairs)"), values)
+
+
+# --- PostgreSQL: tsvector and tsquery --------------------------------------------------
+#
+# PostgreSQL's text search is given exactly pipeline's tokens: each utterance's
+# tsvector is written as a literal (never parsed by a text search configuration), and
+# queries are tsquery literals built here, so both databases see the same words.
+
+
+def _lexeme(token: str) -> str:
+    """A token quoted as a tsvector/tsquery lexeme (tokens are letters and digits only)."""
+    return "'" + token + "'"
+
+
+def tsvector_literal(said: str) -> str:
+    """An utterance's ``utterances_fts.words`` on PostgreSQL: each token with its positions
+    (phrases need them), then each pair of adjacent tokens as one lexeme, without."""
+    words = tokens(said)
+    positions: dict[str, list[int]] = {}
+    for i, w in enumerate(words[:MAX_POSITION], start=1):
+        positions.setdefault(w, []).append(i)
+    parts = [f"{_lexeme(w)}:{','.join(map(str, p[:MAX_POSITIONS]))}" for w, p in positions.items()]
+    parts += [_lexeme(pair) for pair in dict.fromkeys(pairs(words))]
+    return " ".join(parts)
+
+
+MAX_POSITION = 16_383  # tsvector positions stop there
+MAX_POSITIONS = 256  # and a lexeme keeps at most this many
+
+
+def phrase_tsquery(words: list[str]) -> str:
+    """The tsquery for an exact phrase: its pairs (rare, so the GIN index finds few
+    utterances) and the phrase itself (checked on those)."""
+    phrase = " <-> ".join(_lexeme(w) for w in words)
+    if len(words) == 1:
+        return phrase
+    return " & ".join([*(_lexeme(p) for p in pairs(words)), f"({phrase})"])
+
+
+class _Parser:
+    """FTS5's query syntax, read into a tsquery, so ``--fts`` means the same on both
+    databases: ``a b`` and ``a AND b``, ``a OR b``, ``a NOT b``, ``"a phrase"``,
+    ``pre*``, ``NEAR(a b, N)``, parentheses and ``text:`` column filters.
+
+    Precedence as FTS5's: NOT binds tightest, then AND, then OR. NEAR(a b, N) is
+    a and b at most N tokens apart, in either order (default 10).
+    """
+
+    _TOKEN = re.compile(
+        r'\s*(?:(?P<string>"(?:[^"]|"")*")|(?P<open>\()|(?P<close>\))|(?P<comma>,)'
+        r"|(?P<star>\*)|(?P<plus>\+)|(?P<colon>:)|(?P<caret>\^)|(?P<word>[^\s\"()*,+:^]+))"
+    )
+
+    def __init__(self, query: str) -> None:
+        self.query = query
+        self.items: list[tuple[str, str, int]] = []
+        at = 0
+        while at < len(query):
+            m = self._TOKEN.match(query, at)
+            if m is None or m.end() == at:
+                if query[at:].strip():
+                    raise self.error(f"unterminated string at {at + 1}")
+                break
+            kind = m.lastgroup
+            if kind is None:
+                break
+            self.items.append((kind, m.group(kind), m.start(kind)))
+            at = m.end()
+        self.at = 0
+
+    def error(self, problem: str) -> QueryError:
+        return QueryError(
+            f"--fts query {self.query[:60]!r}: syntax error: {problem}; see "
+            "https://sqlite.org/fts5.html#full_text_query_syntax (or search without --fts)"
+        )
+
+    def peek(self) -> tuple[str, str, int] | None:
+        return self.items[self.at] if self.at < len(self.items) else None
+
+    def take(self, kind: str) -> str:
+        item = self.peek()
+        if item is None or item[0] != kind:
+            where = f"near {item[1]!r}" if item else "at the end"
+            raise self.error(f"expected {kind} {where}")
+        self.at += 1
+        return item[1]
+
+    def keyword(self, word: str) -> bool:
+        item = self.peek()
+        return item is not None and item[0] == "word" and item[1] == word
+
+    def parse(self) -> str:
+        if not self.items:
+            raise self.error("empty query")
+        out = self.or_()
+        if self.peek() is not None:
+            raise self.error(f"unexpected {self.peek()[1]!r}")
+        return out
+
+    def or_(self) -> str:
+        parts = [self.and_()]
+        while self.keyword("OR"):
+            self.at += 1
+            parts.append(self.and_())
+        return parts[0] if len(parts) == 1 else "(" + " | ".join(parts) + ")"
+
+    def and_(self) -> str:
+        parts = [self.not_()]
+        while (item := self.peek()) is not None and item[0] != "close" and not self.keyword("OR"):
+            if self.keyword("AND"):
+                self.at += 1
+            parts.append(self.not_())
+        return parts[0] if len(parts) == 1 else "(" + " & ".join(parts) + ")"
+
+    def not_(self) -> str:
+        out = self.primary()
+        while self.keyword("NOT"):
+            self.at += 1
+            out = f"({out} & !{self.primary()})"
+        return out
+
+    def primary(self) -> str:
+        item = self.peek()
+        if item is None:
+            raise self.error("a query ends where a word was expected")
+        kind, value, _ = item
+        if kind == "open":
+            self.at += 1
+            inner = self.or_()
+            self.take("close")
+            return inner
+        if kind == "word" and value == "NEAR" and self._next_is("open"):
+            return self.near()
+        if kind == "word" and value in ("AND", "OR", "NOT"):
+            raise self.error(f"{value} where a word was expected")
+        if kind == "word" and self._next_is("colon"):  # a column filter: there is one column
+            if value.lower() != "text":
+                raise self.error(f"no such column: {value}")
+            self.at += 2
+            return self.primary()
+        if kind == "caret":
+            raise self.error("^ (first token) is not supported by this archive")
+        return self.phrase()
+
+    def _next_is(self, kind: str) -> bool:
+        return self.at + 1 < len(self.items) and self.items[self.at + 1][0] == kind
+
+    def phrase_words(self) -> tuple[list[str], bool]:
+        """A phrase: strings joined by ``+``, maybe ending in ``*``; its tokens and prefix."""
+        words = self._string()
+        while (item := self.peek()) is not None and item[0] == "plus":
+            self.at += 1
+            words += self._string()
+        prefix = (item := self.peek()) is not None and item[0] == "star"
+        if prefix:
+            self.at += 1
+        if not words:
+            raise self.error("a phrase with no words")
+        return words, prefix
+
+    def _string(self) -> list[str]:
+        kind, value, _ = self.peek() or ("end", "", 0)
+        if kind == "string":
+            self.at += 1
+            return tokens(value[1:-1].replace('""', '"'))
+        if kind == "word":
+            self.at += 1
+            return tokens(value)
+        raise self.error(f"expected a word near {value!r}" if value else "a query ends early")
+
+    def phrase(self) -> str:
+        words, prefix = self.phrase_words()
+        lexemes = [_lexeme(w) for w in words]
+        if prefix:
+            lexemes[-1] += ":*"
+        return lexemes[0] if len(lexemes) == 1 else "(" + " <-> ".join(lexemes) + ")"
+
+    def near(self) -> str:
+        self.at += 2  # NEAR (
+        phrases: list[str] = []
+        distance = 10
+        while (item := self.peek()) is not None and item[0] not in ("close", "comma"):
+            words, prefix = self.phrase_words()
+            lexemes = [_lexeme(w) for w in words]
+            if prefix:
+                lexemes[-1] += ":*"
+            phrases.append(" <-> ".join(lexemes))
+        if self.peek() is not None and self.peek()[0] == "comma":
+            self.at += 1
+            number = self.take("word")
+            if not number.isdigit():
+                raise self.error(f"NEAR distance {number!r} is not a number")
+            distance = int(number)
+        self.take("close")
+        if len(phrases) < 2:
+            return phrases[0] if phrases else "''"
+        if len(phrases) > 2 or distance > MAX_NEAR:
+            raise self.error(f"NEAR of two phrases at most {MAX_NEAR} apart is supported here")
+        a, b = (f"({p})" for p in phrases)
+        spans = [f"{x} <{d}> {y}" for d in range(1, distance + 2) for x, y in ((a, b), (b, a))]
+        return "(" + " | ".join(spans) + ")"
+
+
+MAX_NEAR = 50
+
+
+def fts_to_tsquery(query: str) -> str:
+    """An FTS5 query (``--fts``) as the tsquery literal that means the same; QueryError
+    naming the problem if it is not valid FTS5 syntax (or not supported here)."""
+    return _Parser(query).parse()

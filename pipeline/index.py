@@ -19,11 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
-from . import schema
+from . import indexes, schema
 from .config import Home
 from .database import db_errors, open_database
 from .errors import PipelineError
-from .fulltext import index_pairs
 from .messages import (
     AudioDeleted,
     ChildFailed,
@@ -39,7 +38,6 @@ from .messages import (
     TranscriptDone,
     Utterance,
 )
-from .phonetic import index_utterances
 from .process import become_child, nonblocking
 
 log = logging.getLogger(__name__)
@@ -57,8 +55,16 @@ QUEUE_POLL_SECONDS = 0.25
 class Indexer:
     """Writes pipeline messages into the database; usable in-process by tests and tools."""
 
-    def __init__(self, engine, report=None, status=None, recordings: Path | None = None) -> None:
+    def __init__(
+        self,
+        engine,
+        report=None,
+        status=None,
+        recordings: Path | None = None,
+        recorder: str | None = None,
+    ) -> None:
         self.engine = engine
+        self.recorder = recorder or default_recorder()  # the machine whose sessions these are
         self.recordings = recordings  # where compacted segments' old files are deleted
         self.report = report or (lambda message: None)  # must arrive: session done, failures
         self.status = status or (lambda message: None)  # nice to have: the live view
@@ -102,12 +108,13 @@ class Indexer:
             (self.status if isinstance(item, Indexed | SessionEvent) else self.report)(item)
 
     def _index_sounds(self, db: DbSession) -> None:
-        """The index rows that SQL cannot make of the utterances added: their word pairs
-        (phrase search) and sounds (search --fuzzy)."""
+        """The search index rows of the utterances added that the database does not make
+        itself (see pipeline.indexes): word pairs, sounds, and on PostgreSQL the words."""
         db.flush()
-        index_pairs(db.connection(), [(u.time_key, u.text) for u in self._added])
-        rows = [(u.id, [w.text for w in u.words]) for u in self._added]
-        index_utterances(db.connection(), rows)
+        rows = [
+            indexes.Row(u.id, u.time_key, u.text, [w.text for w in u.words]) for u in self._added
+        ]
+        indexes.of(db).add(db.connection(), rows, self.recorder)
         self._added = []
 
     def _write_one(self, db: DbSession, msg, after: list) -> None:
@@ -120,6 +127,7 @@ class Indexer:
                 rate=msg.rate,
                 channels=msg.channels,
                 status="recording",
+                recorder=self.recorder,
             )
             db.add(row)
             db.flush()
@@ -315,6 +323,13 @@ class Indexer:
         return key
 
 
+def default_recorder() -> str:
+    """A recorder's name when none is given: the machine's host name."""
+    import socket
+
+    return socket.gethostname() or "localhost"
+
+
 def engine_version(label: str) -> str:
     """The version of the package behind an engine label ("vosk 0.3.45"), for transcripts."""
     from importlib import metadata
@@ -371,12 +386,11 @@ def _utterance_row(
     return row
 
 
-def run_indexer(home_root: str, index_q, report_q, producers: tuple[str, ...], log_q=None) -> None:
+def run_indexer(home: Home, index_q, report_q, producers: tuple[str, ...], log_q=None) -> None:
     """Process body: write what arrives on ``index_q`` until every producer sent STOP."""
     become_child("pipe-indexer", log_q)
     try:
-        engine = open_database(Home(Path(home_root)))
-        home = Home(Path(home_root))
+        engine = open_database(home)
         indexer = Indexer(engine, report_q.put, nonblocking(report_q), home.recordings)
         waiting_for = set(producers)
         while waiting_for:

@@ -50,6 +50,7 @@ from .process import become_child, nonblocking
 
 if TYPE_CHECKING:
     from .assemblyai import AssemblyAISettings
+    from .config import Home
 
 log = logging.getLogger(__name__)
 
@@ -524,7 +525,7 @@ def run_recognizer(
     audio_q,
     index_q,
     *,
-    home_root: str | None = None,
+    home: Home | None = None,
     report_q=None,
     log_q=None,
     sender: str = "recognizer",
@@ -537,7 +538,7 @@ def run_recognizer(
     Runs until the STOP sentinel arrives, so every captured frame is
     recognized before it exits; the supervisor, not SIGINT, decides when.
     Audio it did not receive (a full queue, a restart) is read back from the
-    segments under ``home_root``; a long backlog is shared with ``helpers``
+    segments in ``home``; a long backlog is shared with ``helpers``
     recognizers that take :class:`Retranscribe` pieces from ``helpers_q``
     (helpers build their engine when their first piece comes). With
     ``report_q``, its progress (and with ``partials``, running guesses) go
@@ -552,7 +553,7 @@ def run_recognizer(
         loop = _RecognizerLoop(
             spec,
             index_q,
-            home_root,
+            home,
             status,
             partials=partials,
             sender=sender,
@@ -581,7 +582,7 @@ def run_recognizer(
 
 
 def recognizer_process(
-    ctx, spec: EngineSpec, audio_q, index_q, *, name: str, home_root: str, report_q, log_q, **extra
+    ctx, spec: EngineSpec, audio_q, index_q, *, name: str, home: Home, report_q, log_q, **extra
 ):
     """A (not yet started) recognizer child; ``extra`` are :func:`run_recognizer` options."""
     return ctx.Process(
@@ -589,7 +590,7 @@ def recognizer_process(
         name=f"pipeline-{name}",
         args=(spec, audio_q, index_q),
         kwargs={
-            "home_root": home_root,
+            "home": home,
             "report_q": report_q,
             "log_q": log_q,
             "sender": name,
@@ -619,7 +620,7 @@ class _RecognizerLoop:
         self,
         spec: EngineSpec,
         index_q,
-        home_root: str | None,
+        home: Home | None,
         status,
         *,
         partials: bool = True,
@@ -637,7 +638,7 @@ class _RecognizerLoop:
         self.sender = sender
         self.report = report
         self.index_q = index_q
-        self.home = Path(home_root) if home_root else None
+        self.home = home
         self.status = status
         self.partials = partials
         self.transcribers: dict[str, Transcriber] = {}
@@ -688,7 +689,7 @@ class _RecognizerLoop:
         """
         if job.catch_up and self.report is not None:
             self.report(Working(self.sender, os.getpid(), job))
-        disk = SessionOnDisk(self.home / "recordings", job.session, job.rate)
+        disk = SessionOnDisk(self.home.recordings, job.session, job.rate)
         step = RETRANSCRIBE_STEP_SECONDS * job.rate
         for (first, end), anchor in zip(job.runs, job.anchors, strict=True):
             start = max(first, job.start)
@@ -764,7 +765,7 @@ class _RecognizerLoop:
         if session not in self.transcribers:
             start = committed_frames(self.home, session, rate) if self.home else 0
             if channels is None:
-                channels = _channels_on_disk(self.home / "recordings" / session)
+                channels = _channels_on_disk(self.home.recordings / session)
             log.info("%s: resuming recognition at %.1f s", session, start / rate)
             self.transcribers[session] = self._transcriber(session, rate, channels, start)
         return self.transcribers[session]
@@ -773,7 +774,7 @@ class _RecognizerLoop:
         on_partial = None
         if self.status is not None and self.partials:
             on_partial = functools.partial(_guess, self.status, session)
-        disk = SessionOnDisk(self.home / "recordings", session, rate) if self.home else None
+        disk = SessionOnDisk(self.home.recordings, session, rate) if self.home else None
         return Transcriber(
             self.engine, session, rate, channels, on_partial=on_partial, start=start, disk=disk
         )
@@ -783,16 +784,15 @@ class _RecognizerLoop:
             self.index_q.put(dataclasses.replace(u, reindex=True) if reindex else u)
 
 
-def committed_frames(home: Path, session: str, rate: int) -> int:
+def committed_frames(home: Home, session: str, rate: int) -> int:
     """Where the archive's words for a session end, in session frames (0 if none)."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session as DbSession
 
     from . import schema
-    from .config import Home
     from .database import db_errors, open_database
 
-    engine = open_database(Home(home))
+    engine = open_database(home)
     try:
         with db_errors(engine), DbSession(engine) as db:
             end = db.scalar(

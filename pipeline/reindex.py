@@ -182,7 +182,7 @@ def run(
             work_q,
             index_q,
             name=name,
-            home_root=str(home.root),
+            home=home,
             report_q=report_q,
             log_q=log_q,
         )
@@ -192,7 +192,7 @@ def run(
         ctx.Process(
             target=run_indexer,
             name="pipeline-indexer",
-            args=(str(home.root), index_q, report_q, tuple(names)),
+            args=(home, index_q, report_q, tuple(names)),
             kwargs={"log_q": log_q},
         )
     )

@@ -28,7 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, rela
 
 
 class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text in UTC;
+    PostgreSQL's timestamptz is given the offset, so its session time zone never matters)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -38,7 +39,8 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
@@ -62,10 +64,14 @@ class Session(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     rate: Mapped[int] = mapped_column(Integer)
     channels: Mapped[int] = mapped_column(Integer)
-    frames: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # frame counts and offsets pass 2**31 after 12 h at 48 kHz: 64-bit (migration 0008)
+    frames: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="recording")
     # the transcript search shows by default: the first one, until a reindex finishes
     transcript_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # the machine that recorded it (`--recorder`, default its host name), whose disk has
+    # the audio; sessions from before migration 0008 belong to the machine that migrated
+    recorder: Mapped[str] = mapped_column(String(128), default="")
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="session", order_by="Segment.offset"
@@ -85,8 +91,8 @@ class Segment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(Text, unique=True)
-    offset: Mapped[int] = mapped_column(Integer)
-    frames: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    frames: Mapped[int] = mapped_column(BigInteger)
     rate: Mapped[int] = mapped_column(Integer)
     channels: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -198,7 +204,8 @@ class Word(Base):
     __tablename__ = "words"
     __table_args__ = (Index("ix_words_utterance_idx", "utterance_id", "idx"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # 64-bit on PostgreSQL, where many recorders share one table (SQLite's always are)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     utterance_id: Mapped[int] = mapped_column(ForeignKey("utterances.id", ondelete="CASCADE"))
     idx: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
@@ -209,6 +216,23 @@ class Word(Base):
     utterance: Mapped[Utterance] = relationship(back_populates="words")
 
 
+class Recorder(Base):
+    """A machine that records into the archive, as it last said: a heartbeat every few
+    seconds while it runs, how far behind its recognizer is, and where its `pipeline
+    serve` answers other machines' requests for audio."""
+
+    __tablename__ = "recorders"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    state: Mapped[str] = mapped_column(String(32), default="stopped")  # recording, stopped
+    lag_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    serve_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class SessionEvent(Base):
     """A gap, device switch or overflow in a live session, at a session frame."""
 
@@ -217,8 +241,8 @@ class SessionEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
-    offset: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)
-    frames: Mapped[int] = mapped_column(Integer, default=0)
+    frames: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -21,15 +21,12 @@ from sqlalchemy import Engine, Integer, bindparam, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 
-from . import phonetic, schema
+from . import indexes, phonetic, schema
 from .database import db_errors
 from .errors import QueryError
 from .fulltext import (
-    FTS,
     MAX_QUERY_WORDS,
-    PAIRS,
     check_length,
-    pairs_match,
     phrase_match,
     phrase_words,
     tokens,
@@ -119,34 +116,22 @@ def matching_ids(
 ) -> list[int]:
     """The ids of the utterances :func:`search` shows (exact or ``fts``), in its order."""
     where, params = _where(db, filters)
-    if fts:
-        table, params["match"] = FTS, fts_query(query)
-    else:
-        words = phrase_words(query)
-        table, params["match"] = FTS, phrase_match(words)
-        if len(words) > 1 and not rank:  # a phrase: its word pairs (see pipeline.fulltext)
-            table, params["pairs"] = PAIRS, pairs_match(words)
-            where.append(
-                f"EXISTS (SELECT 1 FROM {FTS} WHERE {FTS} MATCH :match "
-                f"AND {FTS}.rowid = {PAIRS}.rowid)"
-            )
-    where += _time_range(db, filters, params, table)
-    # Newest first is the full-text index's own order (rowids are time keys,
-    # migration 0007): SQLite streams matches from the newest and stops at the limit.
-    order = f"{table}.rank" if rank else f"{table}.rowid DESC"
-    match = ":pairs" if table == PAIRS else ":match"
+    found = indexes.of(db).words(
+        None if fts else phrase_words(query), fts_query(query) if fts else None, rank
+    )
+    # Newest first is the index's own order (time keys, migration 0007): SQLite's FTS5
+    # streams matches from the newest and stops at the limit.
+    conditions = [*found.conditions, *where, *_time_range(db, filters, params, found.key)]
     sql = text(
-        f"SELECT u.id FROM {table} JOIN utterances AS u ON u.time_key = {table}.rowid "
-        "JOIN sessions AS s ON s.id = u.session_id "
-        f"WHERE {table} MATCH {match} AND {' AND '.join(where)} "
-        f"ORDER BY {order} LIMIT :limit"
+        f"SELECT u.id FROM {found.source} JOIN sessions AS s ON s.id = u.session_id "
+        f"WHERE {' AND '.join(conditions)} ORDER BY {found.order} LIMIT :limit"
     ).bindparams(*_typed(params))
-    return _run(db, sql, {"limit": limit, **params}, fts)
+    return _run(db, sql, {"limit": limit, **params, **found.params}, fts)
 
 
-def _time_range(db: DbSession, f: Filters, params: dict, table: str) -> list[str]:
-    """Rowid bounds for the full-text index from the time filters and the session's span,
-    so that FTS5 seeks to them instead of reading every match outside them."""
+def _time_range(db: DbSession, f: Filters, params: dict, key: str) -> list[str]:
+    """Time key bounds for the full-text index from the time filters and the session's
+    span, so that the index seeks to them instead of reading every match outside them."""
     lo, hi = [], []
     if f.since is not None:
         lo.append(schema.time_key(f.since))
@@ -165,11 +150,11 @@ def _time_range(db: DbSession, f: Filters, params: dict, table: str) -> list[str
                 hi.append(schema.time_key(started + timedelta(seconds=frames / rate + 1)))
     where = []
     if lo:
-        where.append(f"{table}.rowid >= :key_lo")
+        where.append(f"{key} >= :key_lo")
         params["key_lo"] = max(lo)
     if hi:
         # keys are made unique by moving on a few microseconds: stay a second wide
-        where.append(f"{table}.rowid < :key_hi")
+        where.append(f"{key} < :key_hi")
         params["key_hi"] = min(hi) + 1_000_000
     return where
 
@@ -291,7 +276,7 @@ class _Found:
 
 _FOUND = (
     text(
-        "SELECT u.id, u.start, u.end, u.engine, s.id AS session_id, s.key, s.source, "
+        'SELECT u.id, u.start, u."end", u.engine, s.id AS session_id, s.key, s.source, '
         "s.started_at, s.rate FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
         "WHERE u.id IN :ids"
     )
@@ -299,13 +284,13 @@ _FOUND = (
     .columns(started_at=schema.UTCDateTime())
 )
 _WORDS = text(
-    "SELECT utterance_id, text, start, end FROM words WHERE utterance_id IN :ids "
+    'SELECT utterance_id, text, start, "end" FROM words WHERE utterance_id IN :ids '
     "ORDER BY utterance_id, idx"
 ).bindparams(bindparam("ids", expanding=True))
 _SEGMENT = text(
-    "SELECT path, offset, rate FROM segments WHERE session_id = :session "
-    "AND offset <= :frame AND offset + frames > :frame AND deleted_at IS NULL "
-    "ORDER BY offset DESC LIMIT 1"
+    'SELECT path, "offset", rate FROM segments WHERE session_id = :session '
+    'AND "offset" <= :frame AND "offset" + frames > :frame AND deleted_at IS NULL '
+    'ORDER BY "offset" DESC LIMIT 1'
 )
 
 
@@ -437,17 +422,19 @@ def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[tu
     a small one.
     """
     where, params = _where(db, filters)
+    index = indexes.of(db)
+    source, match = index.sound_source()
     sql = text(
-        f"SELECT p.rowid FROM {phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid "
-        "JOIN sessions AS s ON s.id = u.session_id "
-        f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)}"
+        f"SELECT u.id FROM {source} JOIN sessions AS s ON s.id = u.session_id "
+        f"WHERE {match} AND {' AND '.join(where)}"
     ).bindparams(*_typed(params))
     everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
     votes: dict[int, float] = defaultdict(float)
     for term, count in _rarest(db, trigrams):
         weight = math.log(everyone / count)
         # plain rows: thousands of ids, and SQLAlchemy's result rows cost more than the query
-        for (i,) in db.execute(sql, {"match": f'"{term}"', **params}).cursor.fetchall():
+        term_ = index.sound_term(term)
+        for (i,) in db.execute(sql, {"term": term_, **params}).cursor.fetchall():
             votes[i] += weight
     top = heapq.nlargest(FUZZY_CANDIDATES, votes, key=lambda i: (votes[i], i))
     if not top:
@@ -466,16 +453,9 @@ def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[tu
 def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
     """The query's rarest trigrams that the archive has, with how many utterances have
     each, until those add up to :data:`FUZZY_POSTINGS` (at least :data:`FUZZY_MIN_TRIGRAMS`)."""
-    counts = dict(
-        db.execute(
-            text(f"SELECT term, doc FROM {phonetic.VOCAB} WHERE term IN :terms").bindparams(
-                bindparam("terms", expanding=True)
-            ),
-            {"terms": sorted({t.casefold() for t in trigrams})},
-        ).all()
-    )
+    counts = indexes.of(db).sound_counts(db, sorted({t.casefold() for t in trigrams}))
     asked, total = [], 0
-    for term, count in sorted(counts.items(), key=lambda tc: tc[1]):
+    for term, count in sorted(counts.items(), key=lambda tc: (tc[1], tc[0])):
         if len(asked) >= FUZZY_MIN_TRIGRAMS and total + count > FUZZY_POSTINGS:
             break
         asked.append((term, count))

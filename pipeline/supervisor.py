@@ -258,6 +258,7 @@ def _run_processes(
                 "resume": resume,
                 "work_q": work_q,
                 "sender": lane.capture,
+                "db": home.db,
             },
         )
 
@@ -271,7 +272,7 @@ def _run_processes(
             audio_q,
             index_q,
             name=name,
-            home_root=str(home.root),
+            home=home,
             report_q=report_q,
             log_q=log_q,
             **extra,
@@ -286,7 +287,7 @@ def _run_processes(
         return ctx.Process(
             target=run_indexer,
             name="pipeline-indexer",
-            args=(str(home.root), index_q, report_q, waiting_for),
+            args=(home, index_q, report_q, waiting_for),
             kwargs={"log_q": log_q},
         )
 

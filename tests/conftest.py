@@ -131,3 +131,30 @@ def pulse(tmp_path_factory) -> Pulse:
     yield server
     server.stop()
     patch.undo()
+
+
+# --- a real PostgreSQL server for the shared archive --------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL cluster on 127.0.0.1 (Debian's server programs, our own data
+    directory and port), stopped at the end by its pid."""
+    from .postgres_server import Postgres, server_bin
+
+    found = server_bin()
+    if found is None:
+        pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
+    server = Postgres(found)
+    server.init()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres, request) -> str:
+    """A fresh, empty database in the private cluster; its URL (with the password)."""
+    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:50].lower()
+    name += "_" + os.urandom(3).hex()
+    return postgres.create_database(name)

@@ -29,6 +29,8 @@ BATCH = 5000
 def upgrade() -> None:
     from pipeline.phonetic import index_utterances
 
+    if op.get_bind().dialect.name != "sqlite":
+        return  # PostgreSQL's sounds-like index is made by migration 0008
     op.execute(
         "CREATE VIRTUAL TABLE utterances_phonetic USING fts5(trigrams, "
         "tokenize = \"unicode61 tokenchars '_'\", detail = none, content = '', columnsize = 0)"
@@ -64,5 +66,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        return
     op.execute("DROP TABLE IF EXISTS utterances_phonetic_vocab")
     op.execute("DROP TABLE IF EXISTS utterances_phonetic")

@@ -1,0 +1,128 @@
+"""Many recorders, one archive: sessions name their recorder; PostgreSQL gets its search tables.
+
+Every session now carries the name of the machine that recorded it
+(``sessions.recorder``; ``--recorder``, default the host name): its audio is
+on that machine's disk. Sessions already in the archive were recorded by the
+machine that runs this migration, which names them after its host name. The
+``recorders`` table holds what each recorder last said of itself (a
+heartbeat, its recognizer's lag, where its ``pipeline serve`` answers).
+
+On PostgreSQL, which many recorders share:
+
+- frame counts and offsets become 64-bit (they pass 2**31 after 12 h at
+  48 kHz; SQLite's integers always are), and so do word ids;
+- ``utterances_fts`` holds each utterance's words as a ``tsvector`` (the
+  ``simple`` configuration's idea of a token: the word as the recognizer wrote
+  it, folded by pipeline's own tokenizer; plus each pair of adjacent words as
+  one lexeme, as SQLite's ``utterances_pairs``), with the utterance's time
+  key: a GIN index finds the words, a b-tree on the time key gives newest
+  first;
+- ``utterances_phonetic`` holds each utterance's phoneme trigrams as a
+  ``tsvector`` with a GIN index, and ``phonetic_terms`` how many utterances
+  have each trigram, one row per recorder and trigram, so that recorders
+  writing at once never wait for each other's counts.
+
+SQLite keeps its FTS5 tables (migrations 0005-0007).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-29
+"""
+
+import socket
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+WIDE = [  # (table, column): 64-bit on PostgreSQL
+    ("sessions", "frames"),
+    ("segments", "offset"),
+    ("segments", "frames"),
+    ("session_events", "offset"),
+    ("session_events", "frames"),
+    ("words", "id"),
+]
+
+
+def upgrade() -> None:
+    op.add_column(
+        "sessions", sa.Column("recorder", sa.String(128), nullable=False, server_default="")
+    )
+    op.execute(
+        sa.text("UPDATE sessions SET recorder = :host").bindparams(host=socket.gethostname())
+    )
+    op.create_index("ix_sessions_recorder", "sessions", ["recorder", "started_at"])
+    op.create_table(
+        "recorders",
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("host", sa.String(255), nullable=False, server_default=""),
+        sa.Column("pid", sa.Integer, nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("state", sa.String(32), nullable=False, server_default="stopped"),
+        sa.Column("lag_seconds", sa.Float, nullable=False, server_default="0"),
+        sa.Column("serve_url", sa.Text, nullable=True),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        _postgres_upgrade()
+
+
+def _postgres_upgrade() -> None:
+    for table, column in WIDE:
+        op.alter_column(table, column, type_=sa.BigInteger, existing_type=sa.Integer)
+    op.create_table(
+        "utterances_fts",
+        sa.Column(
+            "utterance_id",
+            sa.Integer,
+            sa.ForeignKey("utterances.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("time_key", sa.BigInteger, nullable=False),
+        sa.Column("words", postgresql.TSVECTOR, nullable=False),
+    )
+    op.create_index("ix_utterances_fts_time_key", "utterances_fts", ["time_key"])
+    op.create_index("ix_utterances_fts_words", "utterances_fts", ["words"], postgresql_using="gin")
+    op.create_table(
+        "utterances_phonetic",
+        sa.Column(
+            "utterance_id",
+            sa.Integer,
+            sa.ForeignKey("utterances.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("trigrams", postgresql.TSVECTOR, nullable=False),
+    )
+    op.create_index(
+        "ix_utterances_phonetic_trigrams",
+        "utterances_phonetic",
+        ["trigrams"],
+        postgresql_using="gin",
+    )
+    op.create_table(
+        "phonetic_terms",
+        sa.Column("recorder", sa.String(128), primary_key=True),
+        sa.Column("term", sa.Text, primary_key=True),
+        sa.Column("docs", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_phonetic_terms_term", "phonetic_terms", ["term"])
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_table("phonetic_terms")
+        op.drop_table("utterances_phonetic")
+        op.drop_table("utterances_fts")
+        for table, column in WIDE:
+            op.alter_column(table, column, type_=sa.Integer, existing_type=sa.BigInteger)
+    op.drop_table("recorders")
+    op.drop_index("ix_sessions_recorder", "sessions")
+    # ALTER TABLE … DROP COLUMN (SQLite >= 3.35), not a batch copy: dropping the old
+    # `sessions` would delete every utterance through the foreign keys' cascade
+    op.drop_column("sessions", "recorder")

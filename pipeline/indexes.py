@@ -1,0 +1,202 @@
+"""The search indexes beside the archive's tables, one implementation per database.
+
+Search and the indexer speak to one interface, :func:`of` (a dialect's
+:class:`SqliteIndexes` or :class:`PostgresIndexes`); what they hold is the same:
+
+- words: SQLite's ``utterances_fts`` (FTS5, rowid = time key, kept by
+  triggers); PostgreSQL's ``utterances_fts`` (a ``tsvector`` with a GIN index,
+  and the time key with a b-tree), written here.
+- word pairs: SQLite's ``utterances_pairs`` (FTS5, contentless); on
+  PostgreSQL, lexemes ``a_b`` in the same ``tsvector``.
+- sounds: ``utterances_phonetic`` on both (FTS5, contentless; a ``tsvector``
+  with a GIN index); how many utterances have each trigram from ``fts5vocab``,
+  or from ``phonetic_terms`` (one row per recorder and trigram).
+
+Both give matches newest first by time key and the same words for the same
+query: tokens come from :func:`pipeline.fulltext.tokens` on both (PostgreSQL
+is given literals, never its own parser), ``--fts`` syntax is FTS5's on both
+(:func:`pipeline.fulltext.fts_to_tsquery`), and sounds-like search counts and
+reads the same trigrams. Only ``--rank`` differs: FTS5's bm25 against
+PostgreSQL's ``ts_rank``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, text
+
+from . import fulltext, phonetic
+from .fulltext import fts_to_tsquery, phrase_tsquery, tsvector_literal
+
+
+@dataclass(frozen=True)
+class Row:
+    """What the indexes need of a new utterance."""
+
+    utterance_id: int
+    time_key: int
+    text: str
+    words: list[str]
+
+
+@dataclass(frozen=True)
+class WordsQuery:
+    """The FROM, match condition and order of a full-text search, for search's SQL.
+
+    ``source`` joins the index to ``utterances AS u``; ``key`` is the index's time key
+    column (for time ranges); ``conditions`` come with their ``params``.
+    """
+
+    source: str
+    conditions: list[str]
+    params: dict
+    key: str
+    order: str
+
+
+class SqliteIndexes:
+    """FTS5 tables (see the module's table)."""
+
+    dialect = "sqlite"
+
+    def add(self, connection, rows: list[Row], recorder: str) -> None:
+        """Index new utterances: word pairs and sounds (FTS5 triggers do the words)."""
+        fulltext.index_pairs(connection, [(r.time_key, r.text) for r in rows])
+        phonetic.index_utterances(connection, [(r.utterance_id, r.words) for r in rows])
+
+    def words(self, words: list[str] | None, fts: str | None, rank: bool) -> WordsQuery:
+        """Utterances with the phrase ``words``, or matching the FTS5 query ``fts``."""
+        fts_table, pairs_table = fulltext.FTS, fulltext.PAIRS
+        table = fts_table
+        params = {"match": fulltext.phrase_match(words) if words is not None else fts}
+        conditions = [f"{fts_table} MATCH :match"]
+        if words is not None and len(words) > 1 and not rank:  # a phrase: by its word pairs
+            table = pairs_table
+            params["pairs"] = fulltext.pairs_match(words)
+            conditions = [
+                f"{pairs_table} MATCH :pairs",
+                f"EXISTS (SELECT 1 FROM {fts_table} WHERE {fts_table} MATCH :match "
+                f"AND {fts_table}.rowid = {pairs_table}.rowid)",
+            ]
+        return WordsQuery(
+            source=f"{table} JOIN utterances AS u ON u.time_key = {table}.rowid",
+            conditions=conditions,
+            params=params,
+            key=f"{table}.rowid",
+            order=f"{table}.rank" if rank else f"{table}.rowid DESC",
+        )
+
+    def sound_counts(self, db, terms: list[str]) -> dict[str, int]:
+        """How many utterances have each trigram (those the archive has)."""
+        return dict(
+            db.execute(
+                text(f"SELECT term, doc FROM {phonetic.VOCAB} WHERE term IN :terms").bindparams(
+                    bindparam("terms", expanding=True)
+                ),
+                {"terms": terms},
+            ).all()
+        )
+
+    def sound_source(self) -> tuple[str, str]:
+        """FROM (joined to ``utterances AS u``) and the condition for one trigram ``:term``."""
+        return (
+            f"{phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid",
+            f"{phonetic.TABLE} MATCH :term",
+        )
+
+    @staticmethod
+    def sound_term(term: str) -> str:
+        return f'"{term}"'
+
+
+class PostgresIndexes:
+    """Tables with ``tsvector`` columns and GIN indexes (see the module's table)."""
+
+    dialect = "postgresql"
+
+    def add(self, connection, rows: list[Row], recorder: str) -> None:
+        """Index new utterances: words and pairs, sounds, and this recorder's trigram counts."""
+        if not rows:
+            return
+        connection.execute(
+            text(
+                "INSERT INTO utterances_fts (utterance_id, time_key, words) "
+                "VALUES (:id, :key, CAST(:words AS tsvector))"
+            ),
+            [
+                {"id": r.utterance_id, "key": r.time_key, "words": tsvector_literal(r.text)}
+                for r in rows
+            ],
+        )
+        sounds = [(r.utterance_id, sorted(set(self._trigrams(r.words)))) for r in rows]
+        connection.execute(
+            text(
+                "INSERT INTO utterances_phonetic (utterance_id, trigrams) "
+                "VALUES (:id, CAST(:trigrams AS tsvector))"
+            ),
+            [{"id": i, "trigrams": " ".join(f"'{t}'" for t in terms)} for i, terms in sounds],
+        )
+        counts = Counter(t for _, terms in sounds for t in terms)
+        if counts:
+            connection.execute(
+                text(
+                    "INSERT INTO phonetic_terms (recorder, term, docs) VALUES (:r, :t, :n) "
+                    "ON CONFLICT (recorder, term) DO UPDATE "
+                    "SET docs = phonetic_terms.docs + excluded.docs"
+                ),
+                [{"r": recorder, "t": t, "n": n} for t, n in sorted(counts.items())],
+            )
+
+    @staticmethod
+    def _trigrams(words: list[str]) -> list[str]:
+        """The trigrams FTS5 would index for these words: as ``phonetic.index_text``,
+        case-folded by its tokenizer."""
+        return [t.casefold() for t in phonetic.index_text(words).split()]
+
+    def words(self, words: list[str] | None, fts: str | None, rank: bool) -> WordsQuery:
+        """Utterances with the phrase ``words``, or matching the FTS5 query ``fts``."""
+        match = phrase_tsquery(words) if words is not None else fts_to_tsquery(fts)
+        return WordsQuery(
+            source="utterances_fts AS f JOIN utterances AS u ON u.id = f.utterance_id",
+            conditions=["f.words @@ CAST(:match AS tsquery)"],
+            params={"match": match},
+            key="f.time_key",
+            order=(
+                "ts_rank(f.words, CAST(:match AS tsquery)) DESC, f.time_key DESC"
+                if rank
+                else "f.time_key DESC, f.utterance_id DESC"
+            ),
+        )
+
+    def sound_counts(self, db, terms: list[str]) -> dict[str, int]:
+        """How many utterances have each trigram: the recorders' counts added up."""
+        return {
+            term: int(n)
+            for term, n in db.execute(
+                text(
+                    "SELECT term, sum(docs) FROM phonetic_terms WHERE term IN :terms GROUP BY term"
+                ).bindparams(bindparam("terms", expanding=True)),
+                {"terms": terms},
+            ).all()
+        }
+
+    def sound_source(self) -> tuple[str, str]:
+        return (
+            "utterances_phonetic AS p JOIN utterances AS u ON u.id = p.utterance_id",
+            "p.trigrams @@ CAST(:term AS tsquery)",
+        )
+
+    @staticmethod
+    def sound_term(term: str) -> str:
+        return f"'{term}'"
+
+
+_BY_DIALECT = {"sqlite": SqliteIndexes(), "postgresql": PostgresIndexes()}
+
+
+def of(bind) -> SqliteIndexes | PostgresIndexes:
+    """The indexes of the database behind an engine, connection or ORM session."""
+    dialect = bind.get_bind().dialect.name if hasattr(bind, "get_bind") else bind.dialect.name
+    return _BY_DIALECT[dialect]
