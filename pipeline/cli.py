@@ -33,6 +33,7 @@ from .config import (
     Home,
     Settings,
     check_db_url,
+    check_recorder,
     parse_duration,
     parse_size,
     resolve_home,
@@ -41,6 +42,7 @@ from .config import (
 )
 from .dates import parse_when
 from .errors import (
+    ArchiveUnreachableError,
     CaptureError,
     ConfigError,
     Interrupted,
@@ -50,11 +52,12 @@ from .errors import (
 )
 from .export import FORMATS as EXPORT_FORMATS
 from .export import check_format, render, write_text
-from .ingestview import IngestProgress, ReindexProgress
+from .index import default_recorder
+from .ingestview import CopyProgress, IngestProgress, ReindexProgress
 from .liveview import LiveState
 from .lock import hold
 from .logs import setup_cli
-from .messages import SegmentCompacted, SessionIndexed, SourceFailed
+from .messages import ArchiveState, SegmentCompacted, SessionIndexed, SourceFailed
 from .recognize import EngineSpec
 from .reindex import Plan
 from .reindex import plan as plan_reindex
@@ -64,6 +67,7 @@ from .repair import repair as run_repair
 from .replay import DEFAULT_PADDING_SECONDS
 from .search import FUZZY_MIN_SCORE, Hit
 from .sources import KINDS, SourceSpec, live_backend
+from .spool import SPOOL_NAME
 from .status import collect as collect_status
 from .statusview import render_status
 from .supercut import DEFAULT_GAP_SECONDS, DEFAULT_LIMIT
@@ -112,6 +116,14 @@ DbOption = Annotated[
         help="The archive's database, e.g. postgresql://pipeline@archive.local/pipeline "
         "for one that many recorders share (default: $PIPELINE_DB, else the config's db, "
         "else the home's own SQLite file).",
+        show_default=False,
+    ),
+]
+RecorderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--recorder",
+        help="This machine's name in a shared archive (default: its host name).",
         show_default=False,
     ),
 ]
@@ -170,17 +182,25 @@ def _settings() -> Settings:
     return _State.settings
 
 
-def _home(option: Path | None, db: str | None = None) -> Home:
+def _home(option: Path | None, db: str | None = None, recorder: str | None = None) -> Home:
     """--home, then $PIPELINE_HOME, then `home` in the config file, then the default;
     the archive's database: --db, then $PIPELINE_DB, then `db` in the config file, else
     the home's own SQLite file."""
-    url = db or _settings().get("db")
-    if db:
+    url = _url("--db", db) if db else _settings().get("db")
+    name = recorder or _settings().get("recorder")
+    if recorder:
         try:
-            url = check_db_url(db)
+            check_recorder(recorder)
         except ValueError as exc:
-            raise ConfigError(f"--db: {exc}") from None
-    return resolve_home(option or _settings().get("home"), url)
+            raise ConfigError(f"--recorder: {exc}") from None
+    return resolve_home(option or _settings().get("home"), url, name)
+
+
+def _url(option: str, url: str) -> str:
+    try:
+        return check_db_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 def _engine(
@@ -237,6 +257,35 @@ def _show_repair(event) -> None:
         err.print(f"  {event}", markup=False)
 
 
+def _archive_warning():
+    """A run's warning for a shared archive that goes out of reach: said once, on stderr
+    (the run goes on)."""
+    told = []
+
+    def show(event) -> None:
+        if isinstance(event, ArchiveState) and not event.online and not told:
+            told.append(event)
+            err.print(
+                f"warning: {' '.join(event.reason.split())}; recording goes on, and the words "
+                "are kept in this home's spool until the archive is back",
+                markup=False,
+            )
+
+    return show
+
+
+def _check_spool(report, home: Home) -> None:
+    """A run that ends with words still spooled says so, and fails (exit 5): they are
+    safe, but not searchable yet."""
+    state = report.archive
+    if state is not None and state.waiting:
+        raise ArchiveUnreachableError(
+            f"{_batches(state.waiting)} of index writes wait in {home.root / SPOOL_NAME}: "
+            f"{' '.join(state.reason.split())}; the next run writes them, or "
+            "`pipeline db flush` once the archive is back"
+        )
+
+
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {' '.join(message.split())}", markup=True, highlight=False)
 
@@ -246,6 +295,7 @@ def ingest(
     files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG; any rate).")],
     home: HomeOption = None,
     db: DbOption = None,
+    recorder: RecorderOption = None,
     model: ModelOption = None,
     lang: LangOption = None,
     engine: EngineOption = None,
@@ -255,11 +305,12 @@ def ingest(
     jobs: JobsOption = None,
 ) -> None:
     """Transcribe audio files into the archive so they can be searched."""
-    h = _home(home, db)
+    h = _home(home, db, recorder)
     spec = _engine(model, h, lang, engine)
     if spec.kind == "assemblyai":
         out.print("engine assemblyai: the speech found in these files is sent to AssemblyAI")
     progress = IngestProgress(files, err)
+    warn = _archive_warning()
 
     def show(event) -> None:
         _show_repair(event)
@@ -271,6 +322,7 @@ def ingest(
                 f"indexed [bold]{event.source}[/]: {_duration(event.seconds)}, "
                 f"{event.utterances} utterances, {event.words} words (session {event.session_id})"
             )
+        warn(event)
 
     with progress.bar:
         report = run_ingest(
@@ -284,6 +336,7 @@ def ingest(
             on_event=show,
             jobs=_jobs(jobs),
         )
+    _check_spool(report, h)
     if report.interrupted:
         raise Interrupted("stopped early; what was captured before the interrupt is indexed")
     if report.failed and (not report.indexed or len(files) == 1):  # its line says it all
@@ -372,6 +425,10 @@ def _show_plan(work: Plan) -> None:
         )
 
 
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -386,6 +443,7 @@ def _jobs(option: int | None) -> int:
 def record(
     home: HomeOption = None,
     db: DbOption = None,
+    recorder: RecorderOption = None,
     source: Annotated[
         str,
         typer.Option(
@@ -425,9 +483,10 @@ def record(
         raise ConfigError(f"--source must be one of {', '.join(KINDS)} (got {source!r})")
     if device is not None and source == "system+mic":
         raise ConfigError("--device picks one device; use it with --source system or mic")
-    h = _home(home, db)
+    h = _home(home, db, recorder)
     spec = _engine(model, h, lang, engine)
     state = LiveState(source=source, engine=spec.label, recordings=h.recordings)
+    warn = _archive_warning()
     run = functools.partial(
         run_record,
         SourceSpec(source, device),
@@ -437,7 +496,11 @@ def record(
         duration=duration,
         max_disk=_budget(max_disk),
         **_compaction(),
-        on_event=lambda event: (_show_repair(event), state.apply(event)),
+        on_event=lambda event: (
+            _show_repair(event),
+            state.apply(event),
+            warn(event) if quiet else None,
+        ),
         partials=not quiet,
         jobs=_jobs(jobs) if jobs is not None else min(2, os.cpu_count() or 1),
     )
@@ -450,6 +513,7 @@ def record(
             out.print()  # the last frame ends without a newline when not on a terminal
     for s in report.failed:
         _fail(s.message)
+    _check_spool(report, h)
     if not quiet:
         for s in report.indexed:
             out.print(
@@ -592,6 +656,9 @@ def search(
     device: Annotated[
         str | None, typer.Option(help="Only sessions whose device name or file path has this.")
     ] = None,
+    recorder: Annotated[
+        str | None, typer.Option(help="Only sessions recorded by this machine (shared archive).")
+    ] = None,
     rank: Annotated[bool, typer.Option("--rank", help="Best match first, not newest.")] = False,
     context: Annotated[
         int, typer.Option(help="Show this many words said before and after each match.")
@@ -622,6 +689,7 @@ def search(
         session=session,
         source=source,
         device=device,
+        recorder=recorder,
     )
     around = {h.id: archive.context(h, context) for h in hits} if context > 0 else {}
     if as_json:
@@ -639,10 +707,13 @@ def search(
     table.add_column("text", ratio=1)
     if fuzzy:
         table.add_column("score", justify="right")
+    machines = len({h.recorder for h in hits}) > 1 or archive.home.shared
     for h in hits:
         where = (
             f"{Path(h.segment).name} @ {_clock(h.segment_offset)}" if h.segment else "(no audio)"
         )
+        if machines:  # a shared archive: which machine's disk has the audio
+            where = f"{h.recorder}: {where}"
         text = _in_context(h, *around[h.id]) if h.id in around else _highlight(h)
         score = [f"{h.score:.2f}"] if fuzzy else []
         table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text, *score)
@@ -873,6 +944,7 @@ def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dic
         "at": h.at.astimezone().isoformat(timespec="milliseconds"),
         "session_id": h.session_id,
         "session": h.session_key,
+        "recorder": h.recorder,
         "source": h.source,
         "start": round(h.start, 3),
         "end": round(h.end, 3),
@@ -1116,6 +1188,77 @@ def serve(
         )
     )
     out.print("stopped", markup=False)
+
+
+db_app = typer.Typer(
+    help="The archive's database: upgrade its schema, copy it into another.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(home: HomeOption = None, db: DbOption = None) -> None:
+    """Bring the archive's schema to this pipeline's (Alembic migrations; a no-op if there)."""
+    from .database import current_revision, migrate, open_database, where
+
+    engine = open_database(_home(home, db))
+    before = current_revision(engine)
+    migrate(engine)
+    after = current_revision(engine)
+    change = f"schema {before or 'none'} → {after}" if before != after else f"already at {after}"
+    out.print(f"{where(engine)}: {change}", markup=False)
+
+
+@db_app.command("flush")
+def db_flush(home: HomeOption = None, db: DbOption = None) -> None:
+    """Write the index writes that wait in this home's spool (kept while a shared archive
+    was out of reach) into the archive now; a running recorder does it by itself."""
+    from .spool import flush
+
+    written, _ = flush(_home(home, db))
+    out.print(
+        f"wrote {_batches(written)} of spooled index writes into the archive"
+        if written
+        else "the spool is empty: everything is in the archive",
+        markup=False,
+    )
+
+
+@db_app.command("copy")
+def db_copy(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from", help="The archive to copy: `sqlite` (this home's file) or a database URL."
+        ),
+    ],
+    target: Annotated[
+        str,
+        typer.Option("--to", help="Where to: a database URL, or `sqlite` (this home's file)."),
+    ],
+    home: HomeOption = None,
+    recorder: RecorderOption = None,
+) -> None:
+    """Copy every session (words, times, transcripts, segments) into another archive;
+    sessions it has already are skipped, so an interrupted copy carries on when run again.
+    The audio stays on this machine's disk."""
+    from .database import open_database, where
+    from .dbcopy import copy_archive
+
+    root = _home(home).root
+    engines = [
+        open_database(Home(root, None if end == "sqlite" else _url("--from/--to", end)))
+        for end in (source, target)
+    ]
+    with CopyProgress(err) as bar:
+        done = copy_archive(*engines, recorder=recorder or default_recorder(), progress=bar.update)
+    out.print(
+        f"copied {_count(done.sessions, 'session')} ({_count(done.utterances, 'utterance')}, "
+        f"{_count(done.words, 'word')}) from {where(engines[0])} to {where(engines[1])}"
+        + (f"; {done.skipped} already there" if done.skipped else ""),
+        markup=False,
+    )
 
 
 def main() -> None:

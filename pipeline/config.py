@@ -43,6 +43,14 @@ class Home:
 
     root: Path
     db: str | None = None  # a database URL; None: the home's SQLite file
+    recorder: str | None = None  # this machine's name in the archive; None: its host name
+
+    @property
+    def recorder_name(self) -> str:
+        """The name the sessions recorded from this home carry (``--recorder``)."""
+        import socket
+
+        return self.recorder or socket.gethostname() or "localhost"
 
     @property
     def db_path(self) -> Path:
@@ -74,14 +82,27 @@ class Home:
         return self
 
 
-def resolve_home(option: str | Path | None = None, db: str | None = None) -> Home:
+def resolve_home(
+    option: str | Path | None = None, db: str | None = None, recorder: str | None = None
+) -> Home:
     """Pick the data home: the option, then the environment, then the platform default;
-    ``db``: the archive's database URL, if not the home's own file."""
+    ``db``: the archive's database URL, if not the home's own file; ``recorder``: this
+    machine's name in it."""
     chosen = option or os.environ.get(HOME_ENV) or platformdirs.user_data_dir("pipeline")
     root = Path(chosen).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"data home {root} is a file, not a folder; pass --home DIR")
-    return Home(root, check_db_url(db) if db else None)
+    return Home(
+        root, check_db_url(db) if db else None, check_recorder(recorder) if recorder else None
+    )
+
+
+def check_recorder(name: str) -> str:
+    """A recorder's name: what `search --recorder` and `status` show; one short word."""
+    name = str(name).strip()
+    if not re.fullmatch(r"[\w.-]{1,128}", name):
+        raise ValueError("must be a name of letters, digits, '.', '-' or '_' (at most 128)")
+    return name
 
 
 DB_ENV = "PIPELINE_DB"
@@ -219,6 +240,7 @@ def _one_of(choices):
 KEYS: dict[str, tuple[object, object]] = {
     "home": (None, str),
     "db": (None, check_db_url),
+    "recorder": (None, check_recorder),
     "source": ("system", _one_of(SOURCES)),
     "device": (None, str),
     "model": (None, str),

@@ -18,6 +18,7 @@ from datetime import timedelta
 from .compact import Format, compact
 from .config import Home
 from .database import open_database
+from .errors import ArchiveUnreachableError
 from .retention import CHECK_EVERY_SECONDS, enforce
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ class Housekeeper(threading.Thread):
         engine = open_database(self.home)
         try:
             while not self.stopping.is_set():
-                self.once(engine)
+                try:
+                    self.once(engine)
+                except ArchiveUnreachableError as exc:  # a shared archive away: next round
+                    log.info("housekeeping waits for the archive: %s", exc)
                 self.stopping.wait(CHECK_EVERY_SECONDS)
         except Exception:  # never take the run down: the next run tries again
             log.exception("housekeeping failed; recording goes on")

@@ -93,19 +93,41 @@ class Indexer:
         self._rate[session.key] = session.rate
 
     def write(self, messages: list) -> None:
-        """Write a batch of messages in one transaction."""
+        """Write a batch of messages in one transaction.
+
+        If it fails, what this indexer remembers is put back as it was before the
+        batch, so the same batch can be written again later (from the spool).
+        """
         after: list = []
-        with db_errors(self.engine), DbSession(self.engine) as db, db.begin():
-            self._added, self._keys = [], set()
-            for msg in messages:
-                self._write_one(db, msg, after)
-            self._index_sounds(db)
+        before = self._remembered()
+        try:
+            with db_errors(self.engine), DbSession(self.engine) as db, db.begin():
+                self._added, self._keys = [], set()
+                for msg in messages:
+                    self._write_one(db, msg, after)
+                self._index_sounds(db)
+        except BaseException:
+            self._ids, self._transcripts, self._waiting, self._counts = before
+            raise
         for item in after:
             if isinstance(item, SegmentCompacted):  # committed: the old file may go now
                 if self.recordings is not None:
                     (self.recordings / item.old_path).unlink(missing_ok=True)
                 continue
             (self.status if isinstance(item, Indexed | SessionEvent) else self.report)(item)
+
+    def _remembered(self) -> tuple:
+        """A copy of what the indexer keeps between batches (see :meth:`write`)."""
+        waiting = defaultdict(list, {k: list(v) for k, v in self._waiting.items()})
+        counts = defaultdict(lambda: [0, 0], {k: list(v) for k, v in self._counts.items()})
+        return dict(self._ids), dict(self._transcripts), waiting, counts
+
+    def reconnect(self) -> None:
+        """Drop pooled connections (a restarted server's are dead) and check the schema."""
+        from .database import migrate
+
+        self.engine.dispose()
+        migrate(self.engine)
 
     def _index_sounds(self, db: DbSession) -> None:
         """The search index rows of the utterances added that the database does not make
@@ -119,6 +141,10 @@ class Indexer:
 
     def _write_one(self, db: DbSession, msg, after: list) -> None:
         if isinstance(msg, SessionStarted):
+            if self._known(db, msg.key) is not None:  # written before (a spool replayed)
+                for held in self._waiting.pop(msg.key, []):
+                    self._write_one(db, held, after)
+                return
             row = schema.Session(
                 key=msg.key,
                 source_kind=msg.source_kind,
@@ -183,6 +209,8 @@ class Indexer:
             self._transcript_done(db, session_id, msg)
             after.append(msg)
         elif isinstance(msg, SessionEvent):
+            if _has_event(db, session_id, msg):
+                return
             db.add(
                 schema.SessionEvent(
                     session_id=session_id,
@@ -211,6 +239,11 @@ class Indexer:
 
     def _compacted(self, db: DbSession, msg: SegmentCompacted, after: list) -> None:
         segment = db.scalar(select(schema.Segment).where(schema.Segment.path == msg.old_path))
+        if segment is None and db.scalar(
+            select(schema.Segment.id).where(schema.Segment.path == msg.new_path)
+        ):
+            after.append(msg)  # written before (a spool replayed): the old file may go
+            return
         if segment is None or segment.deleted_at is not None:  # deleted meanwhile: drop the copy
             if self.recordings is not None:
                 (self.recordings / msg.new_path).unlink(missing_ok=True)
@@ -359,6 +392,24 @@ def _overlaps(db: DbSession, transcript: int, msg: Utterance) -> bool:
     )
 
 
+def _has_event(db: DbSession, session_id: int, msg: SessionEvent) -> bool:
+    """Whether the session has this event already (a batch written again from the spool)."""
+    e = schema.SessionEvent
+    return (
+        db.scalar(
+            select(e.id)
+            .where(
+                e.session_id == session_id,
+                e.offset == msg.offset,
+                e.kind == msg.kind,
+                e.detail == msg.detail,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) -> bool:
     """Whether an utterance lies (mostly) in audio that a reindex recognized again."""
     middle = round((utt.start + utt.end) / 2 * rate)
@@ -386,26 +437,57 @@ def _utterance_row(
     return row
 
 
-def run_indexer(home: Home, index_q, report_q, producers: tuple[str, ...], log_q=None) -> None:
-    """Process body: write what arrives on ``index_q`` until every producer sent STOP."""
+def run_indexer(
+    home: Home, index_q, report_q, producers: tuple[str, ...], log_q=None, spool: bool = False
+) -> None:
+    """Process body: write what arrives on ``index_q`` until every producer sent STOP.
+
+    ``spool``: a shared archive that is out of reach does not end the run; the
+    writes wait in the home's spool until it is back (see :mod:`pipeline.spool`).
+    """
+    from .database import where
+    from .spool import SPOOL_GRACE_SECONDS, Spool, Writer
+
     become_child("pipe-indexer", log_q)
     try:
         engine = open_database(home)
-        indexer = Indexer(engine, report_q.put, nonblocking(report_q), home.recordings)
+        indexer = Indexer(
+            engine, report_q.put, nonblocking(report_q), home.recordings, home.recorder_name
+        )
+        writer = (
+            Writer(indexer, Spool.of(home), nonblocking(report_q), where(engine)) if spool else None
+        )
         waiting_for = set(producers)
         while waiting_for:
-            batch = [index_q.get()]
-            while len(batch) < BATCH_MAX:
-                try:
-                    batch.append(index_q.get_nowait())
-                except queue.Empty:
-                    break
+            batch = _next_batch(index_q, QUEUE_POLL_SECONDS if writer and writer.offline else None)
             waiting_for -= {m.sender for m in batch if isinstance(m, Stop)}
-            failures = [m for m in batch if isinstance(m, ChildFailed)]
-            for failure in failures:
+            for failure in (m for m in batch if isinstance(m, ChildFailed)):
                 report_q.put(failure)
-            indexer.write([m for m in batch if not isinstance(m, Stop | ChildFailed)])
+            messages = [m for m in batch if not isinstance(m, Stop | ChildFailed)]
+            if writer is None:
+                indexer.write(messages)
+            else:
+                writer.write(messages)
+                writer.tick()
+        if writer is not None:
+            writer.finish(SPOOL_GRACE_SECONDS)
+            report_q.put(writer.state())  # must arrive: the run's last word on the archive
     except PipelineError as exc:
         report_q.put(ChildFailed("indexer", str(exc), type(exc).__name__))
         raise SystemExit(1) from exc
     report_q.put(Stop("indexer"))
+
+
+def _next_batch(index_q, timeout: float | None) -> list:
+    """What waits on the queue, up to BATCH_MAX messages (at least one, unless ``timeout``
+    passes first: an offline indexer must look at the archive now and then)."""
+    try:
+        batch = [index_q.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while len(batch) < BATCH_MAX:
+        try:
+            batch.append(index_q.get_nowait())
+        except queue.Empty:
+            break
+    return batch

@@ -91,3 +91,31 @@ def _seconds(path) -> float:
         return sf.info(str(path)).duration
     except Exception:  # a bad file: the run reports it
         return 0.0
+
+
+class CopyProgress:
+    """`pipeline db copy`: sessions copied (or already there) of all, words so far."""
+
+    def __init__(self, console) -> None:
+        self.bar = Progress(
+            TextColumn("copying"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} sessions, {task.fields[words]} words"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self.task = self.bar.add_task("copying", total=None, words=0)
+
+    def __enter__(self) -> CopyProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def update(self, done, total: int) -> None:
+        self.bar.update(
+            self.task, completed=done.sessions + done.skipped, total=total, words=done.words
+        )

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .messages import (
+    ArchiveState,
     Indexed,
     Level,
     Partial,
@@ -57,6 +58,7 @@ class LiveState:
     lines: deque = field(default_factory=lambda: deque(maxlen=LAST_LINES))
     events: deque = field(default_factory=lambda: deque(maxlen=3))
     done: list[SessionIndexed] = field(default_factory=list)
+    archive: ArchiveState | None = None  # a shared archive out of reach: writes are spooled
     _disk_at: float = 0.0
 
     def apply(self, msg: object) -> None:
@@ -80,6 +82,8 @@ class LiveState:
         elif isinstance(msg, Heartbeat):
             self.queue_depth = msg.queue_depth
             self._measure_disk()
+        elif isinstance(msg, ArchiveState):
+            self.archive = None if msg.online else msg
 
     def _measure_disk(self) -> None:
         now = time.monotonic()
@@ -113,6 +117,17 @@ class LiveState:
             body.append(Text.assemble((f"{_clock(start):>8}  ", "cyan"), text))
         if self.partial:
             body.append(Text(f"          {self.partial} …", style="italic yellow"))
+        if self.archive is not None:
+            since = (
+                f" since {self.archive.since.astimezone():%H:%M:%S}" if self.archive.since else ""
+            )
+            body.append(
+                Text(
+                    f"archive out of reach{since}: {self.archive.waiting} index writes spooled "
+                    "on this disk, written when it is back (recording goes on)",
+                    style="bold yellow",
+                )
+            )
         for event in self.events:
             body.append(Text(event, style="magenta"))
         return Panel(

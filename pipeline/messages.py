@@ -285,3 +285,14 @@ class SegmentCompacted:
     new_path: str
     bytes_before: int
     bytes_after: int
+
+
+@dataclass(frozen=True)
+class ArchiveState:
+    """From the indexer: whether the shared archive takes its writes, or they are spooled
+    (how many batches wait, why, since when); for the live view and `status`."""
+
+    online: bool
+    waiting: int
+    reason: str
+    since: datetime | None

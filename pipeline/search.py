@@ -57,6 +57,7 @@ class Hit:
     segment_offset: float | None  # seconds into that segment
     engine: str  # the engine and model that heard it
     score: float | None = None  # --fuzzy: how closely the words sound like the query (0..1)
+    recorder: str = ""  # the machine that recorded it, whose disk has the audio
 
     @property
     def text(self) -> str:
@@ -73,6 +74,7 @@ class Filters:
     source: str | None = None  # file, system or mic (system+mic sessions are both)
     device: str | None = None  # part of the device's name or the file's path
     model: str | None = None  # transcripts by this model instead of the default ones
+    recorder: str | None = None  # the machine that recorded it (a shared archive)
 
 
 def search(
@@ -215,6 +217,9 @@ def _where(db: DbSession, f: Filters) -> tuple[list[str], dict]:
             raise QueryError(f"--source must be one of file, system, mic (got {f.source!r})")
         where.append("s.source_kind IN :kinds")
         params["kinds"] = kinds
+    if f.recorder is not None:
+        where.append("s.recorder = :recorder")
+        params["recorder"] = f.recorder
     if f.device is not None:
         where.append("lower(s.source) LIKE :device ESCAPE '\\'")
         escaped = re.sub(r"([\\%_])", r"\\\1", f.device.lower())
@@ -271,13 +276,15 @@ class _Found:
     source: str
     started_at: datetime
     rate: int
+    recorder: str
     words: list[SaidWord]
 
 
 _FOUND = (
     text(
         'SELECT u.id, u.start, u."end", u.engine, s.id AS session_id, s.key, s.source, '
-        "s.started_at, s.rate FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
+        "s.started_at, s.rate, s.recorder FROM utterances AS u "
+        "JOIN sessions AS s ON s.id = u.session_id "
         "WHERE u.id IN :ids"
     )
     .bindparams(bindparam("ids", expanding=True))
@@ -336,6 +343,7 @@ def _hit_at(db: DbSession, utt: _Found, first: int, last: int, score: float | No
         segment_offset=seg_offset,
         engine=utt.engine,
         score=score,
+        recorder=utt.recorder,
     )
 
 

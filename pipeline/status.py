@@ -11,21 +11,26 @@ that sent nothing, device switches, crashes, and the time between sessions.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session as DbSession
 
 from . import schema
 from .config import Home
-from .database import db_errors, open_database
+from .database import db_errors, open_database, where
+from .errors import ArchiveUnreachableError, PipelineError
 from .lock import LOCK_NAME, unclean
 from .messages import TIMELINE_BREAKS, ChildFailed, Indexed, Level, Progress, SourceFailed
 from .retention import folder_bytes
+from .spool import Spool
 
+log = logging.getLogger(__name__)
 STATUS_NAME = "status.json"
 WRITE_EVERY_SECONDS = 2.0
 COVERAGE_HOURS = 24
@@ -118,14 +123,39 @@ class Status:
     expected_seconds: float
     captured_seconds: float
     gaps: list[Gap] = field(default_factory=list)
+    archive: str = ""  # the database: this home's file, or a shared server (no password)
+    archive_error: str | None = None  # a shared archive out of reach: why
+    recorders: list[RecorderInfo] = field(default_factory=list)  # a shared archive's
+    spool_waiting: int = 0  # batches of index writes kept here while the archive was away
+    spool_since: datetime | None = None
 
     def to_json(self) -> dict:
         doc = asdict(self)
-        for key in ("window_start", "window_end"):
-            doc[key] = doc[key].astimezone().isoformat(timespec="seconds")
+        for key in ("window_start", "window_end", "spool_since"):
+            if doc[key] is not None:
+                doc[key] = doc[key].astimezone().isoformat(timespec="seconds")
         for gap in doc["gaps"]:
             gap["at"] = gap["at"].astimezone().isoformat(timespec="seconds")
+        for r in doc["recorders"]:
+            for key in ("heartbeat_at", "started_at"):
+                if r[key] is not None:
+                    r[key] = r[key].astimezone().isoformat(timespec="seconds")
         return doc
+
+
+@dataclass
+class RecorderInfo:
+    """A recorder of a shared archive, as it last said (see ``schema.Recorder``)."""
+
+    name: str
+    host: str
+    state: str
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    lag_seconds: float
+    serve_url: str | None
+    sessions: int
+    hours: float
 
 
 def collect(home: Home, *, budget: int | None = None, now: datetime | None = None) -> Status:
@@ -135,14 +165,26 @@ def collect(home: Home, *, budget: int | None = None, now: datetime | None = Non
     totals = {"sessions": 0, "seconds": 0.0, "today": 0.0, "words": 0, "words_today": 0}
     expected = captured = 0.0
     gaps: list[Gap] = []
-    if home.db_path.exists():
+    recorders: list[RecorderInfo] = []
+    archive, problem, database_bytes = str(home.db_path), None, folder_bytes(home.db_path.parent)
+    if home.shared or home.db_path.exists():
         engine = open_database(home, readonly=True)
+        archive = where(engine)
         try:
             with db_errors(engine), DbSession(engine) as db:
                 totals = _totals(db, now)
-                expected, captured, gaps = _coverage(db, window_start, now, running is not None)
+                mine = home.recorder_name if home.shared else None
+                expected, captured, gaps = _coverage(
+                    db, window_start, now, running is not None, mine
+                )
+                if home.shared:
+                    recorders = _recorders(db)
+                    database_bytes = db.scalar(text("SELECT pg_database_size(current_database())"))
+        except ArchiveUnreachableError as exc:
+            problem = str(exc)
         finally:
             engine.dispose()
+    waiting, since = Spool.of(home).count()
     return Status(
         home=str(home.root),
         running=running,
@@ -153,14 +195,50 @@ def collect(home: Home, *, budget: int | None = None, now: datetime | None = Non
         words_total=totals["words"],
         words_today=totals["words_today"],
         recordings_bytes=folder_bytes(home.recordings),
-        database_bytes=folder_bytes(home.db_path.parent),
+        database_bytes=database_bytes,
         disk_budget_bytes=budget,
         window_start=window_start,
         window_end=now,
         expected_seconds=expected,
         captured_seconds=captured,
         gaps=gaps,
+        archive=archive,
+        archive_error=problem,
+        recorders=recorders,
+        spool_waiting=waiting,
+        spool_since=since,
     )
+
+
+def _recorders(db: DbSession) -> list[RecorderInfo]:
+    """Every recorder the archive knows: the table's rows, and the names its sessions carry."""
+    s = schema.Session
+    seconds = func.coalesce(func.sum(s.frames * 1.0 / s.rate), 0.0)
+    counts = {
+        name: (n, hours / 3600)
+        for name, n, hours in db.execute(
+            select(s.recorder, func.count(s.id), seconds).group_by(s.recorder)
+        )
+    }
+    rows = {r.name: r for r in db.scalars(select(schema.Recorder))}
+    out = []
+    for name in sorted(set(counts) | set(rows)):
+        r = rows.get(name)
+        n, hours = counts.get(name, (0, 0.0))
+        out.append(
+            RecorderInfo(
+                name=name,
+                host=r.host if r else "",
+                state=r.state if r else "unknown",
+                started_at=r.started_at if r else None,
+                heartbeat_at=r.heartbeat_at if r else None,
+                lag_seconds=r.lag_seconds if r else 0.0,
+                serve_url=r.serve_url if r else None,
+                sessions=n,
+                hours=hours,
+            )
+        )
+    return out
 
 
 def _running(home: Home) -> dict | None:
@@ -198,11 +276,15 @@ def _totals(db: DbSession, now: datetime) -> dict:
     }
 
 
-def _coverage(db: DbSession, start: datetime, end: datetime, running: bool):
-    """Seconds sessions spanned in the window, seconds really captured, and the gaps."""
+def _coverage(
+    db: DbSession, start: datetime, end: datetime, running: bool, recorder: str | None = None
+):
+    """Seconds sessions spanned in the window, seconds really captured, and the gaps
+    (of this ``recorder``'s sessions, in a shared archive)."""
+    mine = [] if recorder is None else [schema.Session.recorder == recorder]
     sessions = db.scalars(
         select(schema.Session)
-        .where(schema.Session.source_kind != "file")
+        .where(schema.Session.source_kind != "file", *mine)
         .order_by(schema.Session.started_at)
     ).all()
     expected = captured = 0.0
@@ -257,3 +339,57 @@ def _events(db: DbSession, session: schema.Session) -> list[schema.SessionEvent]
 
 def _segment_seconds(session: schema.Session) -> float:
     return max((seg.offset + seg.frames for seg in session.segments), default=0) / session.rate
+
+
+HEARTBEAT_SECONDS = 10.0
+
+
+class Beacon(threading.Thread):
+    """A recorder's row in a shared archive, kept current while it runs: a heartbeat
+    every :data:`HEARTBEAT_SECONDS` with the recognizer's lag, "stopped" at the end.
+
+    A thread of the supervisor's own, so a slow or absent server never holds up the
+    run; while the archive is out of reach the heartbeats are simply skipped (the
+    indexer's spool keeps the words, see :mod:`pipeline.spool`).
+    """
+
+    def __init__(self, home: Home, run: RunFile, state: str) -> None:
+        super().__init__(name="beacon", daemon=True)
+        self.home = home
+        self.run_file = run
+        self.state = state
+        self.started = datetime.now(UTC)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        engine = open_database(self.home)
+        try:
+            while True:
+                self._say(engine, self.state)
+                if self.stopping.wait(HEARTBEAT_SECONDS):
+                    break
+            self._say(engine, "stopped")
+        finally:
+            engine.dispose()
+
+    def _say(self, engine, state: str) -> None:
+        import socket
+
+        try:
+            with db_errors(engine), DbSession(engine) as db, db.begin():
+                row = db.get(schema.Recorder, self.home.recorder_name)
+                if row is None:
+                    row = schema.Recorder(name=self.home.recorder_name)
+                    db.add(row)
+                row.host = socket.gethostname()
+                row.pid = os.getpid()
+                row.started_at = self.started
+                row.heartbeat_at = datetime.now(UTC)
+                row.state = state
+                row.lag_seconds = float(self.run_file.state.get("lag_seconds") or 0.0)
+        except PipelineError as exc:  # out of reach, or busy: the next beat tries again
+            log.info("no heartbeat this time: %s", exc)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=15)

@@ -19,6 +19,19 @@ def render_status(st: Status) -> Group:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("home", st.home)
+    if st.recorders or st.archive_error:  # a shared archive
+        grid.add_row("archive", st.archive)
+    if st.archive_error:
+        grid.add_row("archive", Text(f"out of reach: {st.archive_error}", style="red"))
+    if st.spool_waiting:
+        since = f" (since {_local(st.spool_since)})" if st.spool_since else ""
+        grid.add_row(
+            "spool",
+            Text(
+                f"{st.spool_waiting} batches of index writes wait here for the archive{since}",
+                style="yellow",
+            ),
+        )
     grid.add_row("recorder", _recorder(st))
     grid.add_row("today", f"{st.hours_today:.2f} h recorded, {st.words_today:,} words")
     grid.add_row(
@@ -33,6 +46,8 @@ def render_status(st: Status) -> Group:
     if st.running and st.running.get("last_error"):
         grid.add_row("last error", Text(st.running["last_error"], style="red"))
     parts: list = [grid]
+    if st.recorders:
+        parts.append(_recorders_table(st))
     if st.gaps:
         gaps = Table(
             "when",
@@ -46,6 +61,33 @@ def render_status(st: Status) -> Group:
             gaps.add_row(_local(g.at), f"{g.seconds:.1f}", g.reason)
         parts.append(gaps)
     return Group(*parts)
+
+
+def _recorders_table(st: Status) -> Table:
+    table = Table(
+        "recorder",
+        "state",
+        "last heartbeat",
+        "lag",
+        "sessions",
+        "hours",
+        "audio served at",
+        title="recorders of the shared archive",
+        title_justify="left",
+        header_style="bold",
+    )
+    for r in st.recorders:
+        beat = _local(r.heartbeat_at) if r.heartbeat_at else "never"
+        table.add_row(
+            r.name,
+            r.state,
+            beat,
+            f"{r.lag_seconds:.1f} s",
+            str(r.sessions),
+            f"{r.hours:.2f}",
+            r.serve_url or "-",
+        )
+    return table
 
 
 def _recorder(st: Status) -> Text:

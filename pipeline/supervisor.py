@@ -15,6 +15,7 @@ segments and committed words are kept either way.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import multiprocessing as mp
@@ -24,19 +25,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .capture import check_free_space, run_capture
 from .compact import FORMATS
 from .config import DEFAULT_SEGMENT_SECONDS, Home, check_segment_seconds
 from .database import open_archive, open_database
-from .errors import ConfigError, ProcessDiedError, SourceFileError
+from .errors import ArchiveUnreachableError, ConfigError, ProcessDiedError, SourceFileError
 from .housekeeping import Housekeeper, Upkeep
 from .index import Indexer, run_indexer
 from .lock import hold
 from .logs import collected
 from .messages import (
+    ArchiveState,
     Capturing,
     ChildFailed,
     Retranscribe,
@@ -51,7 +53,7 @@ from .repair import repair
 from .retention import enforce
 from .sources import SourceSpec, live_backend
 from .sources.file import open_file_source
-from .status import RunFile
+from .status import Beacon, RunFile
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class RunReport:
     failed: list[SourceFailed] = field(default_factory=list)
     interrupted: bool = False
     restarts: int = 0
+    archive: ArchiveState | None = None  # a shared archive's state at the end, if it was away
 
 
 IngestReport = RunReport
@@ -111,7 +114,7 @@ def ingest(
     check_segment_seconds(segment_seconds)
     notify = on_event or (lambda event: None)
     report = RunReport()
-    open_archive(home.ensure()).dispose()  # migrate now: a locked or bad database fails fast
+    _open_for_run(home, notify, report)  # migrate now: a locked or bad database fails fast
     check_free_space(home.recordings)
     good: list[SourceSpec] = []
     for path in paths:
@@ -164,9 +167,9 @@ def record(
     if duration is not None and duration <= 0:
         raise ConfigError(f"--duration must be positive (got {duration:g})")
     live_backend().check(source)
-    open_archive(home.ensure()).dispose()
-    check_free_space(home.recordings)
     report = RunReport()
+    _open_for_run(home, on_event or (lambda event: None), report)
+    check_free_space(home.recordings)
     _run(
         [source],
         home,
@@ -182,14 +185,35 @@ def record(
     return report
 
 
+def _open_for_run(home: Home, notify, report: RunReport) -> None:
+    """Create or upgrade the archive before a run, so a bad database fails before any
+    process starts; a shared one that is out of reach does not stop a run (its writes
+    are spooled until it is back), it is only said."""
+    try:
+        open_archive(home.ensure()).dispose()
+    except ArchiveUnreachableError as exc:
+        if not home.shared:
+            raise
+        report.archive = ArchiveState(False, 0, str(exc), datetime.now(UTC))
+        notify(report.archive)
+
+
 def _run(sources, home, spec, report, notify, **options) -> None:
     """Hold the home's lock for the run; first repair what a crashed run left."""
     with hold(home) as held:
         if held.stale_pid is not None:
             notify(Repairing(held.stale_pid))
-            for action in repair(home, spec=spec):
-                notify(action)
+            try:
+                for action in repair(home, spec=spec):
+                    notify(action)
+            except ArchiveUnreachableError as exc:  # the next run repairs, when it is back
+                notify(ArchiveState(False, 0, str(exc), datetime.now(UTC)))
         run_file = RunFile(home, [s.describe() for s in sources])
+        beacon = None
+        if home.shared:  # other machines see this recorder in `pipeline status`
+            live = any(s.kind != "file" for s in sources)
+            beacon = Beacon(home, run_file, "recording" if live else "ingesting")
+            beacon.start()
 
         def relay(msg: object) -> None:
             run_file.apply(msg, msg.queue_depth if isinstance(msg, Heartbeat) else None)
@@ -198,9 +222,12 @@ def _run(sources, home, spec, report, notify, **options) -> None:
         try:
             _run_processes(sources, home, spec, report, relay, **options)
         finally:
+            if beacon is not None:
+                beacon.stop()
             run_file.close()
         if options["upkeep"].max_disk:  # the children are gone: this process may write now
-            _final_budget_check(home, options["upkeep"].max_disk)
+            with contextlib.suppress(ArchiveUnreachableError):  # the next run checks again
+                _final_budget_check(home, options["upkeep"].max_disk)
 
 
 NO_UPKEEP = Upkeep()
@@ -288,7 +315,7 @@ def _run_processes(
             target=run_indexer,
             name="pipeline-indexer",
             args=(home, index_q, report_q, waiting_for),
-            kwargs={"log_q": log_q},
+            kwargs={"log_q": log_q, "spool": home.shared},
         )
 
     makers: dict[str, Callable[..., mp.Process]] = {}
@@ -595,6 +622,8 @@ def _watch(children, report_q, stop, report: RunReport, notify) -> None:
             continue
         if isinstance(msg, ChildFailed):
             raise ProcessDiedError(f"{msg.stage} failed: {msg.message}")
+        if isinstance(msg, ArchiveState):
+            report.archive = None if msg.online else msg
         if isinstance(msg, SessionIndexed):
             report.indexed.append(msg)
         elif isinstance(msg, SourceFailed):

@@ -124,9 +124,7 @@ class Postgres:
         return self.url(name)
 
     def url(self, database: str, password: str | None = None) -> str:
-        return (
-            f"postgresql://{SUPERUSER}:{password or PASSWORD}@127.0.0.1:{self.port}/{database}"
-        )
+        return f"postgresql://{SUPERUSER}:{password or PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def destroy(self) -> None:
         self.stop()

@@ -112,6 +112,49 @@ def _postgres_upgrade() -> None:
         sa.Column("docs", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_phonetic_terms_term", "phonetic_terms", ["term"])
+    _index_existing(op.get_bind())
+
+
+BATCH = 5000
+
+
+def _index_existing(bind) -> None:
+    """The search rows of the utterances already in the archive, as the indexer writes them."""
+    from pipeline.indexes import PostgresIndexes, Row
+
+    after = 0
+    while True:
+        rows = bind.execute(
+            sa.text(
+                "SELECT u.id, u.time_key, u.text, s.recorder FROM utterances AS u "
+                "JOIN sessions AS s ON s.id = u.session_id WHERE u.id > :after "
+                "ORDER BY u.id LIMIT :n"
+            ),
+            {"after": after, "n": BATCH},
+        ).all()
+        if not rows:
+            return
+        words: dict[int, list[str]] = {r.id: [] for r in rows}
+        for utterance_id, word in bind.execute(
+            sa.text(
+                "SELECT utterance_id, text FROM words WHERE utterance_id BETWEEN :lo AND :hi "
+                "ORDER BY utterance_id, idx"
+            ),
+            {"lo": rows[0].id, "hi": rows[-1].id},
+        ):
+            if utterance_id in words:
+                words[utterance_id].append(word)
+        for recorder in {r.recorder for r in rows}:
+            PostgresIndexes().add(
+                bind,
+                [
+                    Row(r.id, r.time_key, r.text, words[r.id])
+                    for r in rows
+                    if r.recorder == recorder
+                ],
+                recorder,
+            )
+        after = rows[-1].id
 
 
 def downgrade() -> None:
