@@ -82,6 +82,10 @@ def _server_engine(url: str) -> Engine:
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "pipeline",
+            # a search's best plan depends on its words (a rare pair: the GIN index; a
+            # common word: newest first off the time index), so never a generic plan
+            "prepare_threshold": None,
+            "options": "-c plan_cache_mode=force_custom_plan",
         },
     )
 

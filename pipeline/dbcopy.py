@@ -159,7 +159,14 @@ def _copy_utterances(
     for k in range(0, len(words), BATCH_ROWS):
         dst.execute(insert(w), words[k : k + BATCH_ROWS])
     return [
-        indexes.Row(new_id[r["id"]], key, r["text"], said[r["id"]])
+        indexes.Row(
+            new_id[r["id"]],
+            key,
+            r["text"],
+            said[r["id"]],
+            session_id,
+            transcripts.get(r["transcript_id"]),
+        )
         for r, key in zip(rows, keys, strict=True)
     ]
 

@@ -124,13 +124,15 @@ MAX_POSITION = 16_383  # tsvector positions stop there
 MAX_POSITIONS = 256  # and a lexeme keeps at most this many
 
 
-def phrase_tsquery(words: list[str]) -> str:
-    """The tsquery for an exact phrase: its pairs (rare, so the GIN index finds few
-    utterances) and the phrase itself (checked on those)."""
-    phrase = " <-> ".join(_lexeme(w) for w in words)
+def phrase_tsquery(words: list[str]) -> tuple[str, str | None]:
+    """The tsqueries for an exact phrase: what the GIN index looks up (the word, or the
+    phrase's pairs: rare, so it finds few utterances, and never the posting list of a
+    common word), and the phrase itself to check on those (None: the pairs say it all,
+    as for two words)."""
     if len(words) == 1:
-        return phrase
-    return " & ".join([*(_lexeme(p) for p in pairs(words)), f"({phrase})"])
+        return _lexeme(words[0]), None
+    lookup = " & ".join(dict.fromkeys(_lexeme(p) for p in pairs(words)))
+    return lookup, (" <-> ".join(_lexeme(w) for w in words) if len(words) > 2 else None)
 
 
 class _Parser:

@@ -134,7 +134,10 @@ class Indexer:
         itself (see pipeline.indexes): word pairs, sounds, and on PostgreSQL the words."""
         db.flush()
         rows = [
-            indexes.Row(u.id, u.time_key, u.text, [w.text for w in u.words]) for u in self._added
+            indexes.Row(
+                u.id, u.time_key, u.text, [w.text for w in u.words], u.session_id, u.transcript_id
+            )
+            for u in self._added
         ]
         indexes.of(db).add(db.connection(), rows, self.recorder)
         self._added = []

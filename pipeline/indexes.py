@@ -23,7 +23,7 @@ PostgreSQL's ``ts_rank``.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, text
 
@@ -39,21 +39,28 @@ class Row:
     time_key: int
     text: str
     words: list[str]
+    session_id: int
+    transcript_id: int | None
 
 
 @dataclass(frozen=True)
 class WordsQuery:
     """The FROM, match condition and order of a full-text search, for search's SQL.
 
-    ``source`` joins the index to ``utterances AS u``; ``key`` is the index's time key
-    column (for time ranges); ``conditions`` come with their ``params``.
+    ``source`` is the index (with ``utterances AS u`` if it needs it); ``id`` and
+    ``session`` name the utterance's and its session's id in it; ``key`` is its time
+    key column (for time ranges); ``conditions`` come with their ``params``;
+    ``filters`` tell search's filters how to speak of the utterance there.
     """
 
     source: str
+    id: str
+    session: str
     conditions: list[str]
     params: dict
     key: str
     order: str
+    filters: dict = field(default_factory=dict)
 
 
 class SqliteIndexes:
@@ -82,6 +89,8 @@ class SqliteIndexes:
             ]
         return WordsQuery(
             source=f"{table} JOIN utterances AS u ON u.time_key = {table}.rowid",
+            id="u.id",
+            session="u.session_id",
             conditions=conditions,
             params=params,
             key=f"{table}.rowid",
@@ -122,11 +131,17 @@ class PostgresIndexes:
             return
         connection.execute(
             text(
-                "INSERT INTO utterances_fts (utterance_id, time_key, words) "
-                "VALUES (:id, :key, CAST(:words AS tsvector))"
+                "INSERT INTO utterances_fts (utterance_id, session_id, transcript_id, time_key, "
+                "words) VALUES (:id, :session, :transcript, :key, CAST(:words AS tsvector))"
             ),
             [
-                {"id": r.utterance_id, "key": r.time_key, "words": tsvector_literal(r.text)}
+                {
+                    "id": r.utterance_id,
+                    "session": r.session_id,
+                    "transcript": r.transcript_id,
+                    "key": r.time_key,
+                    "words": tsvector_literal(r.text),
+                }
                 for r in rows
             ],
         )
@@ -157,17 +172,29 @@ class PostgresIndexes:
 
     def words(self, words: list[str] | None, fts: str | None, rank: bool) -> WordsQuery:
         """Utterances with the phrase ``words``, or matching the FTS5 query ``fts``."""
-        match = phrase_tsquery(words) if words is not None else fts_to_tsquery(fts)
+        match, phrase = phrase_tsquery(words) if words is not None else (fts_to_tsquery(fts), None)
+        conditions = ["f.words @@ CAST(:match AS tsquery)"]
+        if phrase is not None:  # checked row by row: ts_match_vq is @@ the index cannot use
+            conditions.append("ts_match_vq(f.words, CAST(:phrase AS tsquery))")
         return WordsQuery(
-            source="utterances_fts AS f JOIN utterances AS u ON u.id = f.utterance_id",
-            conditions=["f.words @@ CAST(:match AS tsquery)"],
-            params={"match": match},
+            source="utterances_fts AS f",
+            id="f.utterance_id",
+            session="f.session_id",
+            conditions=conditions,
+            params={"match": match, **({"phrase": phrase} if phrase else {})},
             key="f.time_key",
             order=(
                 "ts_rank(f.words, CAST(:match AS tsquery)) DESC, f.time_key DESC"
                 if rank
                 else "f.time_key DESC, f.utterance_id DESC"
             ),
+            # the index row carries its session and transcript; "default transcript" is
+            # a semi-join, which the planner estimates well (not a second join column)
+            filters={
+                "u": "f",
+                "at": False,
+                "default": "f.transcript_id IN (SELECT s2.transcript_id FROM sessions AS s2)",
+            },
         )
 
     def sound_counts(self, db, terms: list[str]) -> dict[str, int]:

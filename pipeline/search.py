@@ -117,23 +117,25 @@ def matching_ids(
     db: DbSession, query: str, *, limit: int, fts: bool, rank: bool, filters: Filters
 ) -> list[int]:
     """The ids of the utterances :func:`search` shows (exact or ``fts``), in its order."""
-    where, params = _where(db, filters)
     found = indexes.of(db).words(
         None if fts else phrase_words(query), fts_query(query) if fts else None, rank
     )
+    where, params = _where(db, filters, **found.filters)
     # Newest first is the index's own order (time keys, migration 0007): SQLite's FTS5
     # streams matches from the newest and stops at the limit.
-    conditions = [*found.conditions, *where, *_time_range(db, filters, params, found.key)]
+    bounds = _time_range(db, filters, params, found.key, exact=not found.filters.get("at", True))
+    conditions = [*found.conditions, *where, *bounds]
     sql = text(
-        f"SELECT u.id FROM {found.source} JOIN sessions AS s ON s.id = u.session_id "
+        f"SELECT {found.id} FROM {found.source} JOIN sessions AS s ON s.id = {found.session} "
         f"WHERE {' AND '.join(conditions)} ORDER BY {found.order} LIMIT :limit"
     ).bindparams(*_typed(params))
     return _run(db, sql, {"limit": limit, **params, **found.params}, fts)
 
 
-def _time_range(db: DbSession, f: Filters, params: dict, key: str) -> list[str]:
+def _time_range(db: DbSession, f: Filters, params: dict, key: str, exact: bool) -> list[str]:
     """Time key bounds for the full-text index from the time filters and the session's
-    span, so that the index seeks to them instead of reading every match outside them."""
+    span, so that the index seeks to them instead of reading every match outside them;
+    ``exact``: they are the time filters (else ``u.at`` is, and the bounds stay wide)."""
     lo, hi = [], []
     if f.since is not None:
         lo.append(schema.time_key(f.since))
@@ -157,7 +159,7 @@ def _time_range(db: DbSession, f: Filters, params: dict, key: str) -> list[str]:
     if hi:
         # keys are made unique by moving on a few microseconds: stay a second wide
         where.append(f"{key} < :key_hi")
-        params["key_hi"] = min(hi) + 1_000_000
+        params["key_hi"] = min(hi) + (0 if exact and f.until is not None else 1_000_000)
     return where
 
 
@@ -191,22 +193,26 @@ def _run(db: DbSession, sql, params: dict, fts: bool) -> list[int]:
         ) from None
 
 
-def _where(db: DbSession, f: Filters) -> tuple[list[str], dict]:
-    """SQL conditions (on ``u`` utterances and ``s`` sessions) and their parameters."""
+def _where(
+    db: DbSession, f: Filters, u: str = "u", at: bool = True, default: str | None = None
+) -> tuple[list[str], dict]:
+    """SQL conditions (on the utterance ``u``, which has ``transcript_id`` and, if ``at``,
+    ``at``, and on sessions ``s``) and their parameters; ``default``: how the index says
+    "in its session's default transcript", if not by comparing with ``s``."""
     params: dict = {}
     if f.model is None:
-        where = ["u.transcript_id = s.transcript_id"]
+        where = [default or f"{u}.transcript_id = s.transcript_id"]
     else:
         where = [
-            "u.transcript_id IN (SELECT max(t.id) FROM transcripts AS t "
+            f"{u}.transcript_id IN (SELECT max(t.id) FROM transcripts AS t "
             "WHERE t.engine IN :labels GROUP BY t.session_id)"
         ]
         params["labels"] = transcript_engines(db, f.model)
-    if f.since is not None:
-        where.append("u.at >= :since")
+    if f.since is not None and at:
+        where.append(f"{u}.at >= :since")
         params["since"] = f.since
-    if f.until is not None:
-        where.append("u.at < :until")
+    if f.until is not None and at:
+        where.append(f"{u}.at < :until")
         params["until"] = f.until
     if f.session is not None:
         where.append("s.id = :session" if f.session.isdigit() else "s.key = :session")

@@ -84,11 +84,23 @@ def _postgres_upgrade() -> None:
             sa.ForeignKey("utterances.id", ondelete="CASCADE"),
             primary_key=True,
         ),
+        # the utterance's session and transcript, so a search needs no join to filter
+        sa.Column("session_id", sa.Integer, nullable=False),
+        sa.Column("transcript_id", sa.Integer, nullable=True),
         sa.Column("time_key", sa.BigInteger, nullable=False),
         sa.Column("words", postgresql.TSVECTOR, nullable=False),
     )
-    op.create_index("ix_utterances_fts_time_key", "utterances_fts", ["time_key"])
-    op.create_index("ix_utterances_fts_words", "utterances_fts", ["words"], postgresql_using="gin")
+    # newest first, ties by id: search's order read straight off the index
+    op.create_index("ix_utterances_fts_time_key", "utterances_fts", ["time_key", "utterance_id"])
+    # fastupdate off: no pending list that every search must read through until the
+    # next vacuum merges it; a recorder writes a few utterances a second, not thousands
+    op.create_index(
+        "ix_utterances_fts_words",
+        "utterances_fts",
+        ["words"],
+        postgresql_using="gin",
+        postgresql_with={"fastupdate": "off"},
+    )
     op.create_table(
         "utterances_phonetic",
         sa.Column(
@@ -104,6 +116,7 @@ def _postgres_upgrade() -> None:
         "utterances_phonetic",
         ["trigrams"],
         postgresql_using="gin",
+        postgresql_with={"fastupdate": "off"},
     )
     op.create_table(
         "phonetic_terms",
@@ -126,7 +139,8 @@ def _index_existing(bind) -> None:
     while True:
         rows = bind.execute(
             sa.text(
-                "SELECT u.id, u.time_key, u.text, s.recorder FROM utterances AS u "
+                "SELECT u.id, u.time_key, u.text, s.recorder, u.session_id, u.transcript_id "
+                "FROM utterances AS u "
                 "JOIN sessions AS s ON s.id = u.session_id WHERE u.id > :after "
                 "ORDER BY u.id LIMIT :n"
             ),
@@ -148,7 +162,7 @@ def _index_existing(bind) -> None:
             PostgresIndexes().add(
                 bind,
                 [
-                    Row(r.id, r.time_key, r.text, words[r.id])
+                    Row(r.id, r.time_key, r.text, words[r.id], r.session_id, r.transcript_id)
                     for r in rows
                     if r.recorder == recorder
                 ],
