@@ -217,6 +217,19 @@ def test_ranked_search_finds_the_same_utterances_on_both(both):
     assert a == b and len(a) > 5
 
 
+def test_sessions_exports_neighbours_and_context_are_the_same_on_both(both):
+    lite, pg = both
+    strip = lambda s: (s.key[:8], s.source_kind, s.seconds, s.utterances, s.words, s.segments)  # noqa: E731
+    assert [strip(s) for s in lite.sessions()] == [strip(s) for s in pg.sessions()]
+    hit = lite.search("quarterly sales report")[0]
+    assert lite.around(hit.id) == pg.around(hit.id)
+    assert lite.context(hit, 5) == pg.context(hit, 5)
+    for fmt in ("srt", "vtt"):
+        assert lite.export(hit.session_id, fmt) == pg.export(hit.session_id, fmt)
+    [a], [b] = lite.transcripts(hit.session_id), pg.transcripts(hit.session_id)
+    assert a.lines == b.lines  # (session keys differ: each archive made its own)
+
+
 def test_a_bad_fts_query_is_the_same_one_line_on_both(both):
     for archive in both:
         for query in ('"unbalanced', "sales AND", "NEAR(a b", "nosuchcol:budget"):
@@ -480,3 +493,40 @@ def test_the_database_url_comes_from_the_environment_and_its_password_is_never_s
     Indexer(engine, recorder="env-pc").write([])
     assert current_revision(engine) == head()
     engine.dispose()
+
+
+def test_the_password_can_come_from_a_pgpass_file(pg_url, tmp_path, monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_url)
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"{url.host}:{url.port}:{url.database}:{url.username}:{url.password}\n")
+    pgpass.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    bare = f"postgresql://{url.username}@{url.host}:{url.port}/{url.database}"
+    assert "@" in bare and ":" + url.password not in bare
+    engine = open_archive(Home(tmp_path / "h", bare))
+    assert current_revision(engine) == head()
+    engine.dispose()
+
+
+def test_the_live_view_says_when_the_archive_is_away_and_when_it_is_back(tmp_path):
+    from datetime import UTC, datetime
+    from io import StringIO
+
+    from rich.console import Console
+
+    from pipeline.liveview import LiveState
+    from pipeline.messages import ArchiveState
+
+    state = LiveState(source="system", engine="pocketsphinx:en-us", recordings=tmp_path)
+
+    def shown() -> str:
+        console = Console(file=StringIO(), width=140)
+        console.print(state)
+        return console.file.getvalue()
+
+    state.apply(ArchiveState(False, 3, "cannot reach the archive", datetime.now(UTC)))
+    assert "archive out of reach since" in shown() and "3 index writes spooled" in shown()
+    state.apply(ArchiveState(True, 0, "", None))
+    assert "out of reach" not in shown()
