@@ -9,6 +9,7 @@ nothing searchable is left, rejected with a one-line message.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import re
@@ -300,19 +301,14 @@ _WORDS = text(
     'SELECT utterance_id, text, start, "end" FROM words WHERE utterance_id IN :ids '
     "ORDER BY utterance_id, idx"
 ).bindparams(bindparam("ids", expanding=True))
-_SEGMENT = text(
-    'SELECT path, "offset", rate FROM segments WHERE session_id = :session '
-    'AND "offset" <= :frame AND "offset" + frames > :frame AND deleted_at IS NULL '
-    'ORDER BY "offset" DESC LIMIT 1'
-)
 
 
 def _hits(db: DbSession, ids: list[int], span) -> list[Hit]:
     """The hits for utterance ``ids``, in that order; ``span(found)`` gives the matched
     words (first, last) and a score.
 
-    Three plain queries for all of them (utterances with sessions, words) and one
-    per hit for the segment holding its match (a session of a day has hundreds).
+    Three plain queries for all of them: utterances with sessions, words, and the
+    segment file holding each match (a session of a day has hundreds).
     """
     if not ids:
         return []
@@ -320,7 +316,12 @@ def _hits(db: DbSession, ids: list[int], span) -> list[Hit]:
     for utterance_id, *word in db.execute(_WORDS, {"ids": ids}):
         words[utterance_id].append(SaidWord(*word))
     found = {row.id: _Found(*row, words=words[row.id]) for row in db.execute(_FOUND, {"ids": ids})}
-    return [_hit_at(db, found[i], *span(found[i])) for i in ids if i in found]
+    hits = [_hit_at(found[i], *span(found[i])) for i in ids if i in found]
+    segments = _segments_at(db, [(h.session_id, round(h.start * found[h.id].rate)) for h in hits])
+    return [
+        dataclasses.replace(h, segment=path, segment_offset=offset)
+        for h, (path, offset) in zip(hits, segments, strict=True)
+    ]
 
 
 def _span(utt: _Found, wanted: list[str], any_word: bool) -> tuple[int, int, None]:
@@ -328,11 +329,11 @@ def _span(utt: _Found, wanted: list[str], any_word: bool) -> tuple[int, int, Non
     return first, last, None
 
 
-def _hit_at(db: DbSession, utt: _Found, first: int, last: int, score: float | None) -> Hit:
+def _hit_at(utt: _Found, first: int, last: int, score: float | None) -> Hit:
+    """A hit on words [first, last) of the utterance (its segment is found afterwards)."""
     words = utt.words
     start = words[first].start if words else utt.start
     end = words[last - 1].end if words else utt.end
-    segment, seg_offset = _segment_at(db, utt, start)
     return Hit(
         id=utt.id,
         session_id=utt.session_id,
@@ -345,23 +346,38 @@ def _hit_at(db: DbSession, utt: _Found, first: int, last: int, score: float | No
         utterance_start=utt.start,
         utterance_end=utt.end,
         at=utt.started_at + timedelta(seconds=start),
-        segment=segment,
-        segment_offset=seg_offset,
+        segment=None,
+        segment_offset=None,
         engine=utt.engine,
         score=score,
         recorder=utt.recorder,
     )
 
 
-def _segment_at(db: DbSession, utt: _Found, seconds: float) -> tuple[str | None, float | None]:
-    """The segment file (relative path) holding a moment of the utterance's session, and
-    seconds into it; None if its audio was deleted."""
-    frame = round(seconds * utt.rate)
-    found = db.execute(_SEGMENT, {"session": utt.session_id, "frame": frame}).first()
-    if found is None:
-        return None, None
-    path, offset, rate = found
-    return path, (frame - offset) / rate
+def _segments_at(
+    db: DbSession, moments: list[tuple[int, int]]
+) -> list[tuple[str | None, float | None]]:
+    """For (session id, session frame) pairs: the segment file (relative path) holding
+    each, and seconds into it; (None, None) where its audio was deleted. One query: each
+    moment's latest segment starting at or before it (the index on session and offset
+    finds it), then whether it reaches that far."""
+    if not moments:
+        return []
+    rows = ", ".join(f"(:i{k}, :s{k}, :f{k})" for k in range(len(moments)))
+    params = {}
+    for k, (session, frame) in enumerate(moments):
+        params.update({f"i{k}": k, f"s{k}": session, f"f{k}": frame})
+    sql = text(
+        f"WITH m(i, session, frame) AS (VALUES {rows}) "
+        'SELECT m.i, m.frame, g.path, g."offset", g.frames, g.rate FROM m JOIN segments AS g '
+        "ON g.id = (SELECT x.id FROM segments AS x WHERE x.session_id = m.session "
+        'AND x."offset" <= m.frame AND x.deleted_at IS NULL ORDER BY x."offset" DESC LIMIT 1)'
+    )
+    out: list[tuple[str | None, float | None]] = [(None, None)] * len(moments)
+    for i, frame, path, offset, frames, rate in db.execute(sql, params):
+        if frame < offset + frames:
+            out[i] = (path, (frame - offset) / rate)
+    return out
 
 
 def locate(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
