@@ -136,10 +136,9 @@ def pulse(tmp_path_factory) -> Pulse:
 # --- a real PostgreSQL server for the shared archive --------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A private PostgreSQL cluster on 127.0.0.1 (Debian's server programs, our own data
-    directory and port), stopped at the end by its pid."""
+def running_postgres():
+    """Start a private PostgreSQL cluster on 127.0.0.1 (Debian's server programs, our own
+    data directory and port); yield it, then stop it by its pid and remove it."""
     from .postgres_server import Postgres, server_bin
 
     found = server_bin()
@@ -150,6 +149,12 @@ def postgres():
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster the session's tests share (each makes its own database)."""
+    yield from running_postgres()
 
 
 @pytest.fixture

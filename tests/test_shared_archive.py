@@ -40,6 +40,7 @@ from .conftest import (
     SHORT,
     archive_at,
     assert_each_sentence_once_in_place,
+    running_postgres,
     sentences,
 )
 from .test_database import head
@@ -317,16 +318,7 @@ def test_four_recorders_write_into_one_archive_and_everyone_finds_everything(pg_
 @pytest.fixture
 def own_postgres():
     """A cluster of this test's own, to stop and start in the middle of a run."""
-    from .postgres_server import Postgres, server_bin
-
-    found = server_bin()
-    if found is None:
-        pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
-    server = Postgres(found)
-    server.init()
-    server.start()
-    yield server
-    server.destroy()
+    yield from running_postgres()
 
 
 def test_a_server_restart_in_the_middle_of_a_session_loses_and_doubles_nothing(
