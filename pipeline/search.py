@@ -296,7 +296,8 @@ _WORDS = text(
 ).bindparams(bindparam("ids", expanding=True))
 _SEGMENT = text(
     'SELECT path, "offset", rate FROM segments WHERE session_id = :session '
-    'AND "offset" <= :frame AND "offset" + frames > :frame AND deleted_at IS NULL '
+    'AND "offset" <= :frame AND "offset" + frames > :frame '
+    "AND (deleted_at IS NULL OR remote IS NOT NULL) "  # the audio is here, or has a copy
     'ORDER BY "offset" DESC LIMIT 1'
 )
 
