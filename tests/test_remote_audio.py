@@ -345,8 +345,9 @@ def test_a_recorder_that_is_off_or_never_served_is_one_line(office, laptop, cli,
 
 @pytest.fixture
 def s3(monkeypatch):
-    """A real S3-compatible server on 127.0.0.1 (moto's) with an empty bucket, and the
-    credentials boto3's standard chain finds in the environment."""
+    """A real S3-compatible server on 127.0.0.1 (moto's) with an empty bucket of its own
+    (moto keeps its buckets for the whole process), and the credentials boto3's standard
+    chain finds in the environment."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -362,8 +363,9 @@ def s3(monkeypatch):
 
     endpoint = f"http://{host}:{port}"
     client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="pipeline-audio")
-    yield {"endpoint": endpoint, "client": client}
+    bucket = f"pipeline-audio-{os.urandom(4).hex()}"
+    client.create_bucket(Bucket=bucket)
+    yield {"endpoint": endpoint, "client": client, "bucket": bucket}
     server.stop()
 
 
@@ -378,7 +380,7 @@ def test_uploaded_segments_are_heard_elsewhere_from_the_bucket_with_no_serve(
     studio = Home(tmp_path / "studio", url, "studio")
     config = tmp_path / "studio.toml"
     config.write_text(
-        f'segment_seconds = 10\ncompact = "off"\ns3_url = "s3://pipeline-audio/archive"\n'
+        f'segment_seconds = 10\ncompact = "off"\ns3_url = "s3://{s3["bucket"]}/archive"\n'
         f's3_endpoint_url = "{s3["endpoint"]}"\n'
     )
     source = tmp_path / "meeting.wav"
@@ -394,8 +396,8 @@ def test_uploaded_segments_are_heard_elsewhere_from_the_bucket_with_no_serve(
     with engine.connect() as conn:
         rows = conn.execute(of_meeting).all()
     assert len(rows) >= 4  # 43 s in 10 s segments
-    assert all(remote == f"s3://pipeline-audio/archive/{path}" for path, remote, _ in rows)
-    listed = s3["client"].list_objects_v2(Bucket="pipeline-audio", Prefix="archive/")
+    assert all(remote == f"s3://{s3['bucket']}/archive/{path}" for path, remote, _ in rows)
+    listed = s3["client"].list_objects_v2(Bucket=s3["bucket"], Prefix="archive/")
     assert sorted(o["Key"] for o in listed["Contents"]) == [f"archive/{p}" for p, _, _ in rows]
 
     # a second run past a tiny disk budget: the audio with a copy goes from the disk first,
@@ -448,21 +450,21 @@ def test_with_compaction_on_the_copy_is_the_compacted_file_and_plays_here(s3, ho
     ingest([SHORT], home, segment_seconds=2.0)
     engine = open_archive(home)
     indexer = Indexer(engine, recordings=home.recordings)
-    bucket = Bucket("s3://pipeline-audio/flac", s3["endpoint"])
+    bucket = Bucket(f"s3://{s3['bucket']}/flac", s3["endpoint"])
 
     def upkeep(after: timedelta) -> Housekeeper:
         chores = Upkeep(compact=FORMATS["flac"], compact_after=after, upload=bucket)
         return Housekeeper(home, chores, lambda msg: indexer.write([msg]))
 
     upkeep(timedelta(hours=1)).once(engine)  # not due for compaction yet: not uploaded
-    assert "Contents" not in s3["client"].list_objects_v2(Bucket="pipeline-audio")
+    assert "Contents" not in s3["client"].list_objects_v2(Bucket=s3["bucket"])
     upkeep(timedelta(0)).once(engine)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT path, remote FROM segments ORDER BY path")).all()
-    listed = s3["client"].list_objects_v2(Bucket="pipeline-audio")["Contents"]
+    listed = s3["client"].list_objects_v2(Bucket=s3["bucket"])["Contents"]
     assert rows and all(path.endswith(".flac") for path, _ in rows)
     assert sorted(o["Key"] for o in listed) == [f"flac/{path}" for path, _ in rows]
-    assert all(remote == f"s3://pipeline-audio/flac/{path}" for path, remote in rows)
+    assert all(remote == f"s3://{s3['bucket']}/flac/{path}" for path, remote in rows)
     engine.dispose()
 
     [hit] = Archive(home).search("train to london")
