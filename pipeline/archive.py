@@ -264,7 +264,7 @@ class Archive:
                 .options(selectinload(schema.Session.segments))
             )
         if found is None:
-            raise NotFoundError(f"no session {key!r} in {self.home.recorder_name}'s archive")
+            raise NotFoundError(f"no session {key!r} in the archive; see `pipeline sessions`")
         return found
 
     def _here(self, session: schema.Session, start: float, end: float) -> bool:

@@ -103,7 +103,8 @@ class ObjectStore:
         """Get the object at ``url`` into ``to``, whole or not at all."""
         bucket, key = split_url(url)
         to.parent.mkdir(parents=True, exist_ok=True)
-        part = to.with_name(to.name + ".part")
+        # a name of its own: the web page's threads may fetch the same object at once
+        part = to.with_name(f"{to.name}.{os.getpid()}-{threading.get_ident()}.part")
         try:
             with self._errors("fetch", url):
                 self.client().download_file(bucket, key, str(part))
