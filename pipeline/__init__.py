@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 # every child process imports this package first, so they load only when asked for.
 _LAZY = {
     "Archive": "archive",
+    "Elsewhere": "remote",
     "Moment": "archive",
     "SessionInfo": "archive",
     "Hit": "search",

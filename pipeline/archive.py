@@ -2,7 +2,9 @@
 
 ``Archive(home)`` is what the CLI (and, later, the Python API and the web
 page) call to search, list sessions and fetch moments; the write side is
-the indexer process.
+the indexer process. A moment's audio is read from this machine's disk when
+it is here, else from its copy in object storage, else asked of the recorder
+that has it (see :mod:`pipeline.remote`, :mod:`pipeline.objectstore`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
-from . import replay, schema
+from . import remote, replay, schema
 from . import supercut as cutting
 from .config import Home, resolve_home
 from .database import db_errors, migrate, open_database
 from .errors import NotFoundError
 from .export import SessionText, check_format, load, render
+from .objectstore import ObjectStore, SegmentCache
 from .search import Hit, search
 
 
@@ -80,12 +83,21 @@ CONTEXT_REACH_SECONDS = 120.0  # how far `--context` looks for words around a hi
 
 
 class Archive:
-    """Read access to a data home: search, sessions, moments."""
+    """Read access to a data home: search, sessions, moments.
 
-    def __init__(self, home: Home | str | Path | None = None) -> None:
+    ``elsewhere``: how to get audio that is not on this machine's disk (the token of
+    the other recorders' `pipeline serve`, the object store's endpoint); by default
+    the token in ``$PIPELINE_TOKEN``, if any.
+    """
+
+    def __init__(
+        self, home: Home | str | Path | None = None, *, elsewhere: remote.Elsewhere | None = None
+    ) -> None:
         self.home = home if isinstance(home, Home) else resolve_home(home)
         self.engine = open_database(self.home, readonly=True)
         migrate(self.engine)
+        self.elsewhere = elsewhere if elsewhere is not None else remote.Elsewhere.resolve()
+        self._cache: SegmentCache | None = None
 
     def search(
         self,
@@ -227,12 +239,50 @@ class Archive:
             if utt is None:
                 raise NotFoundError(f"no hit with id {hit_id}; run `pipeline search` for ids")
             session = utt.session
-            start = max(0.0, utt.start - max(0.0, before))
-            end = utt.end + max(0.0, after)
-            frames = replay.read_span(self.home.recordings, session, start, end)
-            return Moment(
-                frames, session.rate, session.id, start, start + len(frames) / session.rate
+        start = max(0.0, utt.start - max(0.0, before))
+        frames = self.audio(session, start, utt.end + max(0.0, after))
+        return Moment(frames, session.rate, session.id, start, start + len(frames) / session.rate)
+
+    def audio(self, session: schema.Session, start: float, end: float) -> np.ndarray:
+        """Seconds [start, end) of a session (loaded with its segments), wherever they are:
+        this machine's files, their copies in object storage, or the recorder that has them."""
+        if self._here(session, start, end):
+            return self.audio_here(session, start, end)
+        return remote.fetch_span(self.engine, session, start, end, self.elsewhere.bearer())
+
+    def audio_here(self, session: schema.Session, start: float, end: float) -> np.ndarray:
+        """Seconds [start, end) of a session from this machine's files or object storage;
+        never from another recorder (what this machine's `serve` answers with)."""
+        return replay.read_span(self.home.recordings, session, start, end, self._fetch)
+
+    def session(self, key: str) -> schema.Session:
+        """A session by its key, with its segments (detached: readable after)."""
+        with db_errors(self.engine), DbSession(self.engine) as db:
+            found = db.scalar(
+                select(schema.Session)
+                .where(schema.Session.key == key)
+                .options(selectinload(schema.Session.segments))
             )
+        if found is None:
+            raise NotFoundError(f"no session {key!r} in the archive; see `pipeline sessions`")
+        return found
+
+    def _here(self, session: schema.Session, start: float, end: float) -> bool:
+        """Whether this machine can read the stretch itself: it recorded the session, or
+        each segment needed is on its disk, in object storage, or known to be deleted."""
+        if not self.home.shared or session.recorder == self.home.recorder_name:
+            return True
+        return all(
+            seg.remote is not None
+            or seg.deleted_at is not None
+            or (self.home.recordings / seg.path).exists()
+            for seg in replay.overlapping(session, start, end)
+        )
+
+    def _fetch(self, url: str) -> Path:
+        if self._cache is None:
+            self._cache = SegmentCache(self.home, ObjectStore(self.elsewhere.s3_endpoint_url))
+        return self._cache.path_of(url)
 
     def clip(self, hit_id: int | Hit, out: str | Path, **padding: float) -> Path:
         m = self.moment(hit_id, **padding)

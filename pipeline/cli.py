@@ -58,10 +58,13 @@ from .liveview import LiveState
 from .lock import hold
 from .logs import setup_cli
 from .messages import ArchiveState, SegmentCompacted, SessionIndexed, SourceFailed
+from .objectstore import Bucket
+from .objectstore import check_installed as check_boto3
 from .recognize import EngineSpec
 from .reindex import Plan
 from .reindex import plan as plan_reindex
 from .reindex import reindex as run_reindex
+from .remote import Elsewhere
 from .repair import Action
 from .repair import repair as run_repair
 from .replay import DEFAULT_PADDING_SECONDS
@@ -245,6 +248,30 @@ def _compaction() -> dict:
     }
 
 
+def _upload_to() -> Bucket | None:
+    """The bucket a recorder copies its finished segments to (config `s3_url`), if any."""
+    url = _settings().get("s3_url")
+    if not url:
+        return None
+    check_boto3()  # a missing extra is one line now, not a failed upload in an hour
+    return Bucket(url, _settings().get("s3_endpoint_url"))
+
+
+def _archive(home: Path | None, db: str | None) -> Archive:
+    """The archive, able to get audio recorded elsewhere (config `token`/`token_file` or
+    $PIPELINE_TOKEN; `s3_endpoint_url`)."""
+    return Archive(_home(home, db), elsewhere=_elsewhere())
+
+
+def _elsewhere() -> Elsewhere:
+    st = _settings()
+    return Elsewhere.resolve(
+        token=st.get("token"),
+        token_file=st.get("token_file"),
+        s3_endpoint_url=st.get("s3_endpoint_url"),
+    )
+
+
 def _show_repair(event) -> None:
     if isinstance(event, Restarted):
         err.print(
@@ -333,6 +360,7 @@ def ingest(
             realtime=realtime,
             max_disk=_budget(max_disk),
             **_compaction(),
+            upload_to=_upload_to(),
             on_event=show,
             jobs=_jobs(jobs),
         )
@@ -496,6 +524,7 @@ def record(
         duration=duration,
         max_disk=_budget(max_disk),
         **_compaction(),
+        upload_to=_upload_to(),
         on_event=lambda event: (
             _show_repair(event),
             state.apply(event),
@@ -779,8 +808,9 @@ def play(
     before: Before = DEFAULT_PADDING_SECONDS,
     after: After = DEFAULT_PADDING_SECONDS,
 ) -> None:
-    """Play a moment through the default output device."""
-    archive = Archive(_home(home, db))
+    """Play a moment through the default output device (fetched from the recorder that
+    has it, if that is another machine)."""
+    archive = _archive(home, db)
     m = archive.moment(hit_id, before=before, after=after)
     out.print(
         f"playing hit {hit_id}: session {m.session_id}, "
@@ -803,7 +833,7 @@ def clip(
     after: After = DEFAULT_PADDING_SECONDS,
 ) -> None:
     """Cut a moment (with context) into an audio file."""
-    archive = Archive(_home(home, db))
+    archive = _archive(home, db)
     m = archive.moment(hit_id, before=before, after=after)
     from .replay import write_clip
 
@@ -915,7 +945,7 @@ def supercut_command(
     db: DbOption = None,
 ) -> None:
     """Cut every place a phrase was said into one audio file, in the order said."""
-    cut = Archive(_home(home, db)).supercut(
+    cut = _archive(home, db).supercut(
         phrase,
         output,
         before=before,
@@ -1164,22 +1194,58 @@ def service_install(
 def serve(
     home: HomeOption = None,
     db: DbOption = None,
+    recorder: RecorderOption = None,
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")
     ] = 8765,
     host: Annotated[
         str,
-        typer.Option(help="Address to listen on; anything but loopback lets others in."),
+        typer.Option(
+            help="Address to listen on; anything but loopback lets other machines in, "
+            "with the token."
+        ),
     ] = "127.0.0.1",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The token clients on other machines must send, made there if missing "
+            "(default: config token_file; with --host, else the home's serve.token).",
+            show_default=False,
+        ),
+    ] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            help="Where other machines of a shared archive reach this server "
+            "(default: http://<host name>:<port>).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Search and listen in the browser: a local web page, until Ctrl+C."""
-    from .web import WebServer  # Starlette and uvicorn load only for this command
+    """Search and listen in the browser: a local web page, until Ctrl+C; on a shared
+    archive, also this recorder's audio for the other machines."""
+    from .remote import TOKEN_FILE_NAME, server_token
+    from .web import WebServer, is_loopback  # Starlette and uvicorn load only for this command
 
-    server = WebServer(_home(home, db), host=host, port=port)
-    if not server.loopback:
+    h = _home(home, db, recorder)
+    chosen = token_file or _settings().get("token_file")
+    if chosen is None and not is_loopback(host):
+        chosen = h.ensure().root / TOKEN_FILE_NAME
+    token, made = server_token(Path(chosen)) if chosen else (None, False)
+    server = WebServer(
+        h, host=host, port=port, token=token, advertise=advertise, elsewhere=_elsewhere()
+    )
+    if made or not server.loopback:
         err.print(
-            f"warning: listening on {server.host}: anyone who can reach this machine can "
-            "search and hear the archive (there is no password)",
+            f"clients on other machines must send the token in {Path(chosen).expanduser()}"
+            + (" (made now, readable by you only)" if made else "")
+            + "; copy the file to them and set token_file to it in their config",
+            markup=False,
+        )
+    if server.advertised:
+        err.print(
+            f"the archive's other machines fetch {h.recorder_name}'s audio from "
+            f"{server.advertised}",
             markup=False,
         )
     server.run(

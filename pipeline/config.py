@@ -106,6 +106,7 @@ def check_recorder(name: str) -> str:
 
 
 DB_ENV = "PIPELINE_DB"
+TOKEN_ENV = "PIPELINE_TOKEN"  # the token other recorders' `pipeline serve` want
 DB_SCHEMES = ("sqlite", "postgresql")
 
 
@@ -149,11 +150,12 @@ SOURCES = ("system", "mic", "system+mic")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 COMPACT_FORMATS = ("opus", "flac", "off")
 ENGINES = ("local", "assemblyai")  # local: PocketSphinx, or Vosk with a model; never the cloud
-SECRET_KEYS = frozenset({"assemblyai_api_key"})  # never printed, not even in an error
+SECRET_KEYS = frozenset({"assemblyai_api_key", "token"})  # never printed, not even in an error
 URL_KEYS = frozenset({"db"})  # printed with their password hidden
 # settings the environment overrides, beside $PIPELINE_HOME
 ENVIRONMENT = {
     "db": DB_ENV,
+    "token": TOKEN_ENV,
     "assemblyai_api_key": assemblyai.KEY_ENV,
     "assemblyai_url": assemblyai.URL_ENV,
 }
@@ -220,6 +222,29 @@ def _api_key(value) -> str:
     return key
 
 
+def check_token(value) -> str:
+    """A token for `pipeline serve`: one word (what ``--token-file`` holds)."""
+    token = str(value).strip()
+    if len(token) < 16 or any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise ValueError("must be a token: one word of at least 16 characters, no spaces")
+    return token
+
+
+def _s3_url(value) -> str:
+    from .objectstore import split_url
+
+    url = str(value).strip().rstrip("/")
+    split_url(url)
+    return url
+
+
+def _http_url(value) -> str:
+    url = str(value).strip().rstrip("/")
+    if not url.startswith(("https://", "http://")) or len(url.split("://", 1)[1]) == 0:
+        raise ValueError("must be an https:// (or http://) URL")
+    return url
+
+
 def _websocket_url(value) -> str:
     url = str(value).strip()
     if not url.startswith(("wss://", "ws://")):
@@ -253,6 +278,12 @@ KEYS: dict[str, tuple[object, object]] = {
     "compact_after": (3600.0, parse_duration),
     "log_level": ("warning", _one_of(LOG_LEVELS)),
     "catalog_url": (DEFAULT_CATALOG_URL, str),
+    # audio from other machines: the token their `pipeline serve` want (or a file holding
+    # it; also `serve`'s own --token-file), and object storage for the segments
+    "token": (None, check_token),
+    "token_file": (None, str),
+    "s3_url": (None, _s3_url),
+    "s3_endpoint_url": (None, _http_url),
 }
 
 

@@ -1,10 +1,14 @@
-"""Housekeeping during a run: the disk budget and compaction, off the supervisor's loop.
+"""Housekeeping during a run: compaction, uploads to object storage and the disk budget,
+off the supervisor's loop.
 
-Both read the archive and touch files but never write the database: what
-they did goes to the indexer as messages (``AudioDeleted``,
-``SegmentCompacted``), so the indexer stays the archive's one writer.
-Compaction encodes minutes of audio at a time, so it runs on its own thread
-and the supervisor keeps watching its children meanwhile.
+They read the archive and touch files but never write the database: what
+they did goes to the indexer as messages (``SegmentCompacted``,
+``SegmentUploaded``, ``AudioDeleted``), so the indexer stays the archive's one
+writer. Compaction encodes minutes of audio at a time and uploads take what
+the network gives, so they run on their own thread and the supervisor keeps
+watching its children meanwhile. The order of a round matters: compaction
+first (the upload is of the file that stays), the budget last (a segment
+deleted here then still has its copy).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .compact import Format, compact
 from .config import Home
 from .database import open_database
 from .errors import ArchiveUnreachableError
+from .objectstore import Bucket, ObjectStore, upload
 from .retention import CHECK_EVERY_SECONDS, enforce
 
 log = logging.getLogger(__name__)
@@ -26,14 +31,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Upkeep:
-    """What housekeeping a run does: a disk budget (bytes), compaction (format, age)."""
+    """What housekeeping a run does: a disk budget (bytes), compaction (format, age),
+    uploads of finished segments to a bucket."""
 
     max_disk: int | None = None
     compact: Format | None = None
     compact_after: timedelta = timedelta(hours=1)
+    upload: Bucket | None = None
 
     def __bool__(self) -> bool:
-        return self.max_disk is not None or self.compact is not None
+        return self.max_disk is not None or self.compact is not None or self.upload is not None
 
 
 class Housekeeper(threading.Thread):
@@ -45,6 +52,7 @@ class Housekeeper(threading.Thread):
         self.upkeep = upkeep
         self.send = send
         self.stopping = threading.Event()
+        self.store = ObjectStore(upkeep.upload.endpoint_url) if upkeep.upload else None
 
     def run(self) -> None:
         engine = open_database(self.home)
@@ -62,11 +70,27 @@ class Housekeeper(threading.Thread):
 
     def once(self, engine) -> None:
         u = self.upkeep
+        keep_going = lambda: not self.stopping.is_set()  # noqa: E731
+        compacted = []
         if u.compact is not None:
-            keep_going = lambda: not self.stopping.is_set()  # noqa: E731
-            compact(self.home, engine, u.compact, u.compact_after, self.send, keep_going=keep_going)
+            compacted = compact(
+                self.home, engine, u.compact, u.compact_after, self.send, keep_going=keep_going
+            )
+        uploaded = []
+        if u.upload is not None:
+            uploaded = upload(
+                self.home,
+                engine,
+                u.upload,
+                self.store,
+                self.send,
+                compacting_after=u.compact_after if u.compact is not None else None,
+                skip=frozenset(m.old_path for m in compacted),
+                keep_going=keep_going,
+            )
         if u.max_disk is not None:
-            enforce(self.home, engine, u.max_disk, self.send)
+            copied = frozenset(m.path for m in uploaded)
+            enforce(self.home, engine, u.max_disk, self.send, copied)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -29,6 +29,7 @@ from .messages import (
     Indexed,
     SegmentClosed,
     SegmentCompacted,
+    SegmentUploaded,
     SessionEnded,
     SessionEvent,
     SessionIndexed,
@@ -172,6 +173,9 @@ class Indexer:
         if isinstance(msg, SegmentCompacted):
             self._compacted(db, msg, after)
             return
+        if isinstance(msg, SegmentUploaded):
+            self._uploaded(db, msg)
+            return
         if isinstance(msg, SourceFailed):
             if msg.session in self._ids:
                 db.get(schema.Session, self._ids[msg.session]).status = "failed"
@@ -254,12 +258,21 @@ class Indexer:
         segment.path = msg.new_path
         after.append(msg)
 
+    def _uploaded(self, db: DbSession, msg: SegmentUploaded) -> None:
+        segment = db.scalar(select(schema.Segment).where(schema.Segment.path == msg.path))
+        if segment is None:  # compacted meanwhile: the new file is uploaded next time
+            log.info("%s changed before its upload was recorded; it is uploaded again", msg.path)
+            return
+        segment.remote = msg.url
+
     def _delete_audio(self, db: DbSession, msg: AudioDeleted, after: list) -> None:
         segment = db.scalar(select(schema.Segment).where(schema.Segment.path == msg.path))
         if segment is None or segment.deleted_at is not None:
             return
         segment.deleted_at = datetime.now(UTC)
         detail = f"{Path(msg.path).name} ({msg.bytes / 1e6:.1f} MB): {msg.reason}"
+        if segment.remote is not None:
+            detail += f"; a copy stays at {segment.remote}"
         db.add(
             schema.SessionEvent(
                 session_id=segment.session_id,

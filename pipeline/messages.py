@@ -288,6 +288,16 @@ class SegmentCompacted:
 
 
 @dataclass(frozen=True)
+class SegmentUploaded:
+    """A segment copied to object storage (see :mod:`pipeline.objectstore`): its row
+    records where, so the audio can be read from there once the file is not at hand."""
+
+    session: str
+    path: str  # relative to the recordings folder, as the segment's row has it
+    url: str  # s3://bucket/key
+
+
+@dataclass(frozen=True)
 class ArchiveState:
     """From the indexer: whether the shared archive takes its writes, or they are spooled
     (how many batches wait, why, since when); for the live view and `status`."""

@@ -3,11 +3,14 @@
 A session's audio is a row of segment files; a moment may straddle two.
 :func:`read_span` stitches the frames of every segment that overlaps the
 stretch (silence where a segment is missing from the row, an error where
-its file is gone), and :func:`write_clip` / :func:`play` use it.
+its file is gone), and :func:`write_clip` / :func:`play` use it. A segment
+whose file is not here but that has a copy in object storage is read from
+that copy, through ``fetch`` (see :mod:`pipeline.objectstore`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +23,46 @@ from .segment_file import read_frames
 DEFAULT_PADDING_SECONDS = 1.5
 
 
-def read_span(recordings: Path, session: schema.Session, start: float, end: float) -> np.ndarray:
-    """Frames [start, end) seconds of a session as int16 (frames × channels)."""
-    rate, channels = session.rate, session.channels
-    first = max(0, round(start * rate))
-    last = max(first, round(end * rate))
+def frame_span(session: schema.Session, start: float, end: float) -> tuple[int, int]:
+    """Seconds [start, end) of a session as frames [first, last), within the session."""
+    first = max(0, round(start * session.rate))
+    last = max(first, round(end * session.rate))
     if session.frames is not None:
-        last = min(last, session.frames)
-    out = np.zeros((max(0, last - first), channels), dtype=np.int16)
-    for seg in session.segments:
+        last = max(first, min(last, session.frames))
+    return first, last
+
+
+def overlapping(session: schema.Session, start: float, end: float) -> list[schema.Segment]:
+    """The segments holding some of seconds [start, end) of a session."""
+    first, last = frame_span(session, start, end)
+    return [s for s in session.segments if max(first, s.offset) < min(last, s.offset + s.frames)]
+
+
+def read_span(
+    recordings: Path,
+    session: schema.Session,
+    start: float,
+    end: float,
+    fetch: Callable[[str], Path] | None = None,
+) -> np.ndarray:
+    """Frames [start, end) seconds of a session as int16 (frames × channels);
+    ``fetch`` gives a local file for a segment's copy (its ``remote`` URL), for those
+    whose own file is not here."""
+    first, last = frame_span(session, start, end)
+    out = np.zeros((last - first, session.channels), dtype=np.int16)
+    for seg in overlapping(session, start, end):
         lo, hi = max(first, seg.offset), min(last, seg.offset + seg.frames)
-        if lo >= hi:
-            continue
         path = recordings / seg.path
-        if seg.deleted_at is not None:
+        gone = seg.deleted_at is not None or not path.exists()
+        if gone and seg.remote is not None and fetch is not None:
+            path = fetch(seg.remote)
+        elif seg.deleted_at is not None:
             raise ReplayError(
                 f"the audio of this moment was deleted on {seg.deleted_at:%Y-%m-%d %H:%M} to keep "
                 "the archive under its disk budget; its words are kept (`pipeline search`)"
             )
         try:
-            data = read_frames(path, lo - seg.offset, hi - lo, rate)
+            data = read_frames(path, lo - seg.offset, hi - lo, session.rate)
         except (sf.LibsndfileError, OSError) as exc:
             raise ReplayError(
                 f"the audio file {path} is missing or unreadable ({exc}); "

@@ -1,7 +1,8 @@
 """The disk budget: past it, the oldest audio goes first; the words stay forever.
 
 :func:`over_budget` picks the oldest finished segments whose deletion brings
-the recordings folder under the budget; the supervisor deletes them and
+the recordings folder under the budget (those with a copy in object storage
+first: deleting them loses nothing); the supervisor deletes them and
 tells the indexer, which marks each segment deleted and records a session
 event, so `sessions`, `status`, `play` and `clip` can say which audio is gone
 and why. Every deletion is logged: retention never deletes silently.
@@ -34,33 +35,40 @@ def recordings_bytes(home: Home) -> int:
     return folder_bytes(home.recordings)
 
 
-def over_budget(home: Home, engine, budget: int) -> list[tuple[str, str, int]]:
-    """Oldest finished segments to delete to fit ``budget``: (session key, path, bytes)."""
+def over_budget(
+    home: Home, engine, budget: int, copied: frozenset[str] = frozenset()
+) -> list[tuple[str, str, int]]:
+    """Finished segments to delete to fit ``budget``: (session key, path, bytes); those
+    with a copy in object storage (or in ``copied``: uploaded, not yet recorded) first,
+    each kind oldest first."""
     excess = recordings_bytes(home) - budget
     if excess <= 0:
         return []
     chosen = []
     with db_errors(engine), DbSession(engine) as db:
         rows = db.execute(
-            select(schema.Session.key, schema.Segment.path)
+            select(schema.Session.key, schema.Segment.path, schema.Segment.remote)
             .join(schema.Segment.session)
             .where(schema.Segment.deleted_at.is_(None))
             .order_by(schema.Segment.started_at)
-        )
-        for key, path in rows:
-            file = home.recordings / path
-            size = file.stat().st_size if file.exists() else 0
-            chosen.append((key, path, size))
-            excess -= size
-            if excess <= 0:
-                break
+        ).all()
+    rows.sort(key=lambda r: r.remote is None and r.path not in copied)  # stable: by age
+    for key, path, _ in rows:
+        file = home.recordings / path
+        size = file.stat().st_size if file.exists() else 0
+        chosen.append((key, path, size))
+        excess -= size
+        if excess <= 0:
+            break
     return chosen
 
 
-def enforce(home: Home, engine, budget: int, send) -> list[AudioDeleted]:
+def enforce(
+    home: Home, engine, budget: int, send, copied: frozenset[str] = frozenset()
+) -> list[AudioDeleted]:
     """Delete what :func:`over_budget` picks; ``send`` tells the indexer of each."""
     done = []
-    for key, path, size in over_budget(home, engine, budget):
+    for key, path, size in over_budget(home, engine, budget, copied):
         Path(home.recordings / path).unlink(missing_ok=True)
         msg = AudioDeleted(key, path, size, f"disk budget {budget / 1e6:.1f} MB reached")
         log.info("deleted %s (%d bytes): %s; its words are kept", path, size, msg.reason)

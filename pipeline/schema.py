@@ -97,6 +97,9 @@ class Segment(Base):
     channels: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # a copy in object storage (``s3://bucket/key``, migration 0009): where the audio is
+    # read from once the file is not on this machine's disk
+    remote: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     session: Mapped[Session] = relationship(back_populates="segments")
 

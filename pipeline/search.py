@@ -358,7 +358,8 @@ def _segments_at(
     db: DbSession, moments: list[tuple[int, int]]
 ) -> list[tuple[str | None, float | None]]:
     """For (session id, session frame) pairs: the segment file (relative path) holding
-    each, and seconds into it; (None, None) where its audio was deleted. One query: each
+    each, and seconds into it; (None, None) where its audio was deleted (and has no copy
+    in object storage). One query: each
     moment's latest segment starting at or before it (the index on session and offset
     finds it), then whether it reaches that far."""
     if not moments:
@@ -371,7 +372,8 @@ def _segments_at(
         f"WITH m(i, session, frame) AS (VALUES {rows}) "
         'SELECT m.i, m.frame, g.path, g."offset", g.frames, g.rate FROM m JOIN segments AS g '
         "ON g.id = (SELECT x.id FROM segments AS x WHERE x.session_id = m.session "
-        'AND x."offset" <= m.frame AND x.deleted_at IS NULL ORDER BY x."offset" DESC LIMIT 1)'
+        'AND x."offset" <= m.frame AND (x.deleted_at IS NULL OR x.remote IS NOT NULL) '
+        'ORDER BY x."offset" DESC LIMIT 1)'
     )
     out: list[tuple[str | None, float | None]] = [(None, None)] * len(moments)
     for i, frame, path, offset, frames, rate in db.execute(sql, params):

@@ -2,9 +2,11 @@
 
 The hits come from the archive's search; each is cut around the phrase's own
 words (not the whole utterance) with ``before``/``after`` seconds of context
-by :func:`replay.read_span`, and the clips are joined in the order they were
-said with a short silence between them. Sessions recorded at different rates
-or channel counts are brought to the highest of each, so nothing is lost.
+by :meth:`Archive.audio <pipeline.archive.Archive.audio>` (from this machine's
+files, object storage, or the recorder that has them), and the clips are
+joined in the order they were said with a short silence between them.
+Sessions recorded at different rates or channel counts are brought to the
+highest of each, so nothing is lost.
 The list of clips says where each one starts in the output file.
 """
 
@@ -53,7 +55,7 @@ class Clip:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A hit left out, and why (its audio was deleted or is unreadable)."""
+    """A hit left out, and why (its audio was deleted, is unreadable or out of reach)."""
 
     hit: int
     reason: str
@@ -100,8 +102,8 @@ def supercut(
         s = sessions[hit.session_id]
         start = max(0.0, hit.start - max(0.0, before))
         try:
-            frames = replay.read_span(archive.home.recordings, s, start, hit.end + max(0.0, after))
-        except ReplayError as exc:
+            frames = archive.audio(s, start, hit.end + max(0.0, after))
+        except ReplayError as exc:  # deleted, unreadable, or its recorder out of reach
             skipped.append(Skipped(hit.id, str(exc)))
             continue
         frames = _conform(frames, s.rate, rate, channels)
@@ -112,9 +114,7 @@ def supercut(
         pieces.append(frames)
         filled += len(frames)
     if not clips:
-        raise ReplayError(
-            f"the audio of every hit of {phrase!r} is gone ({skipped[0].reason}); nothing to cut"
-        )
+        raise ReplayError(f"no hit of {phrase!r} has audio to cut ({skipped[0].reason})")
     path = replay.write_clip(np.concatenate(pieces), rate, Path(out))
     cut = Supercut(phrase, path, rate, channels, filled / rate, tuple(clips), tuple(skipped))
     if listing is not None:

@@ -47,6 +47,7 @@ from .messages import (
     Stop,
     Working,
 )
+from .objectstore import Bucket, ObjectStore, upload
 from .process import TERMINATE_SECONDS, shut_down, start_children
 from .recognize import EngineSpec, recognizer_process
 from .repair import repair
@@ -99,6 +100,7 @@ def ingest(
     max_disk: int | None = None,
     compact: str | None = None,
     compact_after: float = DEFAULT_COMPACT_AFTER,
+    upload_to: Bucket | None = None,
     on_event: Callable[[object], None] | None = None,
     queue_chunks: int = AUDIO_QUEUE_CHUNKS,
     jobs: int = 1,
@@ -110,6 +112,8 @@ def ingest(
     skipped; the others are captured, recognized and indexed, by ``jobs``
     capture/recognizer pairs in parallel (one indexer). ``helpers``:
     recognizers that share a backlog (as `record` has), for ``realtime``.
+    ``upload_to``: a bucket the finished segments are copied to (see
+    :mod:`pipeline.objectstore`).
     """
     check_segment_seconds(segment_seconds)
     notify = on_event or (lambda event: None)
@@ -134,7 +138,7 @@ def ingest(
             report,
             notify,
             segment_seconds=segment_seconds,
-            upkeep=_upkeep(max_disk, compact, compact_after),
+            upkeep=_upkeep(max_disk, compact, compact_after, upload_to),
             audio_queue_chunks=queue_chunks,
             jobs=max(1, min(jobs, len(good))),
             helpers=helpers,
@@ -154,6 +158,7 @@ def record(
     max_disk: int | None = None,
     compact: str | None = None,
     compact_after: float = DEFAULT_COMPACT_AFTER,
+    upload_to: Bucket | None = None,
     jobs: int = 1,
 ) -> RunReport:
     """Record a live source until Ctrl+C, SIGTERM or ``duration`` seconds.
@@ -161,7 +166,7 @@ def record(
     The sound server and device are checked here first, so a missing
     server or device is a one-line error before any process starts.
     ``jobs``: recognizers; past one, the others wait (without loading a model)
-    to share a backlog if the first falls far behind.
+    to share a backlog if the first falls far behind. ``upload_to``: as for :func:`ingest`.
     """
     check_segment_seconds(segment_seconds)
     if duration is not None and duration <= 0:
@@ -179,7 +184,7 @@ def record(
         segment_seconds=segment_seconds,
         max_seconds=duration,
         partials=partials,
-        upkeep=_upkeep(max_disk, compact, compact_after),
+        upkeep=_upkeep(max_disk, compact, compact_after, upload_to),
         helpers=max(0, jobs - 1),
     )
     return report
@@ -225,17 +230,20 @@ def _run(sources, home, spec, report, notify, **options) -> None:
             if beacon is not None:
                 beacon.stop()
             run_file.close()
-        if options["upkeep"].max_disk:  # the children are gone: this process may write now
+        upkeep = options["upkeep"]
+        if upkeep.max_disk or upkeep.upload:  # the children are gone: this process may write
             with contextlib.suppress(ArchiveUnreachableError):  # the next run checks again
-                _final_budget_check(home, options["upkeep"].max_disk)
+                _final_upkeep(home, upkeep)
 
 
 NO_UPKEEP = Upkeep()
 
 
-def _upkeep(max_disk: int | None, compact: str | None, after: float) -> Upkeep:
+def _upkeep(
+    max_disk: int | None, compact: str | None, after: float, upload: Bucket | None = None
+) -> Upkeep:
     fmt = None if compact in (None, "off") else FORMATS[compact]
-    return Upkeep(max_disk, fmt, timedelta(seconds=after))
+    return Upkeep(max_disk, fmt, timedelta(seconds=after), upload)
 
 
 @dataclass(frozen=True)
@@ -551,11 +559,19 @@ def _unstick(q, side: str) -> None:
         time.sleep(0.01)
 
 
-def _final_budget_check(home: Home, budget: int) -> None:
+def _final_upkeep(home: Home, upkeep: Upkeep) -> None:
+    """After a run: upload what it recorded (an ingest may end before housekeeping's next
+    round), then keep to the disk budget; written by an indexer of this process's own."""
     engine = open_database(home)
     try:
         indexer = Indexer(engine)
-        enforce(home, engine, budget, lambda msg: indexer.write([msg]))
+        send = lambda msg: indexer.write([msg])  # noqa: E731  (committed at once)
+        if upkeep.upload is not None:
+            later = upkeep.compact_after if upkeep.compact is not None else None
+            store = ObjectStore(upkeep.upload.endpoint_url)
+            upload(home, engine, upkeep.upload, store, send, compacting_after=later)
+        if upkeep.max_disk is not None:
+            enforce(home, engine, upkeep.max_disk, send)
     finally:
         engine.dispose()
 

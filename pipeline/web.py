@@ -1,15 +1,22 @@
 """The web page: search the archive, see the hits on a timeline, hear each one.
 
 `pipeline serve` runs a small Starlette app under uvicorn over a read-only
-:class:`~pipeline.archive.Archive`. It has three routes: the page (one HTML
-file shipped in ``pipeline/data/``), ``/api/search`` (hits as JSON) and
-``/api/clip/{id}.wav`` (a hit's moment as a WAV file). A
-:class:`~pipeline.errors.PipelineError` becomes ``{"error": "one line"}``
-with an HTTP status per class, so the page shows the same messages as the CLI.
+:class:`~pipeline.archive.Archive`. It has four routes: the page (one HTML
+file shipped in ``pipeline/data/``), ``/api/search`` (hits as JSON),
+``/api/clip/{id}.wav`` (a hit's moment as a WAV file) and
+``/api/audio/{session key}.wav?start=S&end=E`` (a stretch of a session
+recorded here, for other machines of a shared archive: see
+:mod:`pipeline.remote`). A :class:`~pipeline.errors.PipelineError` becomes
+``{"error": "one line"}`` with an HTTP status per class, so the page shows
+the same messages as the CLI.
 
 The archive holds everything said near this computer, so the server binds
 127.0.0.1 unless told otherwise, and answers only requests addressed to a
 loopback name there (a web page elsewhere cannot reach it by DNS rebinding).
+Bound to another address it wants a token from every client but this
+machine's own (``Authorization: Bearer``, compared in constant time); and
+a request from this machine addressed to another name needs it too, so a
+web page that rebinds its name to 127.0.0.1 still gets nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import base64
 import contextlib
 import errno
 import hashlib
+import hmac
 import io
 import ipaddress
 import re
@@ -35,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from . import remote
 from .archive import Archive, Moment
 from .config import Home
 from .errors import (
@@ -43,6 +52,7 @@ from .errors import (
     NotFoundError,
     PipelineError,
     QueryError,
+    RemoteAudioError,
     ReplayError,
 )
 from .replay import DEFAULT_PADDING_SECONDS
@@ -55,9 +65,18 @@ MAX_LIMIT = 500  # one request never lists more hits than a page can show
 MAX_PADDING_SECONDS = 60.0  # nor cuts more than two minutes of context around a hit
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
+SESSION_KEY = re.compile(r"[\w.-]{1,64}")
+
 # an HTTP status per kind of failure (410: the moment's audio is gone or unreadable;
-# 503: the database is locked or damaged); anything else is the server's fault
-_STATUS = {QueryError: 400, NotFoundError: 404, ReplayError: 410, IndexerError: 503}
+# 502: it is on another machine or in object storage, which failed us; 503: the
+# database is locked or damaged); anything else is the server's fault
+_STATUS = {
+    QueryError: 400,
+    NotFoundError: 404,
+    RemoteAudioError: 502,
+    ReplayError: 410,
+    IndexerError: 503,
+}
 
 
 def page_html() -> str:
@@ -110,6 +129,17 @@ def wav_bytes(moment: Moment) -> bytes:
     return buf.getvalue()
 
 
+def _wav_response(request: Request, body: bytes) -> Response:
+    """A WAV file, or the byte range of it the request asks for."""
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
+    wanted = _byte_range(request.headers.get("range"), len(body))
+    if wanted is None:
+        return Response(body, media_type="audio/wav", headers=headers)
+    first, last = wanted
+    headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
+    return Response(body[first : last + 1], 206, media_type="audio/wav", headers=headers)
+
+
 def _number(request: Request, name: str, kind: type, default, lo, hi):
     """A query parameter as ``kind`` within [lo, hi]; QueryError names it otherwise."""
     raw = request.query_params.get(name)
@@ -142,9 +172,14 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def create_app(
-    archive: Archive, *, check_host: bool = True, on_ready: Callable[[], None] | None = None
+    archive: Archive,
+    *,
+    check_host: bool = True,
+    token: str | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> Starlette:
-    """The web app over ``archive``; ``check_host`` answers only loopback Host headers.
+    """The web app over ``archive``; ``check_host`` answers only loopback Host headers;
+    ``token``: what a client must send unless it is this machine asking by a loopback name.
 
     ``on_ready`` is called when the server starts, once its signal handlers are in place.
     """
@@ -172,14 +207,25 @@ def create_app(
             name: _number(request, name, float, DEFAULT_PADDING_SECONDS, 0.0, MAX_PADDING_SECONDS)
             for name in ("before", "after")
         }
-        body = wav_bytes(archive.moment(int(raw), **padding))
-        headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
-        wanted = _byte_range(request.headers.get("range"), len(body))
-        if wanted is None:
-            return Response(body, media_type="audio/wav", headers=headers)
-        first, last = wanted
-        headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
-        return Response(body[first : last + 1], 206, media_type="audio/wav", headers=headers)
+        return _wav_response(request, wav_bytes(archive.moment(int(raw), **padding)))
+
+    def api_audio(request: Request) -> Response:
+        """A stretch of a session recorded here, for another machine's play or clip:
+        read from this home (or its object storage), never asked of a third machine."""
+        key = request.path_params["session_key"]
+        if not SESSION_KEY.fullmatch(key):
+            raise NotFoundError(f"no session {key[:70]!r}; see `pipeline sessions`")
+        start = _number(request, "start", float, None, 0.0, 1e9)
+        end = _number(request, "end", float, None, 0.0, 1e9)
+        if start is None or end is None or not 0 <= end - start <= remote.MAX_SPAN_SECONDS:
+            raise QueryError(
+                f"start and end are seconds of the session, at most "
+                f"{remote.MAX_SPAN_SECONDS:g} apart"
+            )
+        session = archive.session(key)
+        frames = archive.audio_here(session, start, end)
+        moment = Moment(frames, session.rate, session.id, start, start + len(frames) / session.rate)
+        return _wav_response(request, wav_bytes(moment))
 
     def failed(_request: Request, exc: Exception) -> Response:
         status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 500)
@@ -197,29 +243,65 @@ def create_app(
             Route("/", page),
             Route("/api/search", api_search),
             Route("/api/clip/{hit_id}.wav", api_clip),
+            Route("/api/audio/{session_key}.wav", api_audio),
         ],
         exception_handlers={PipelineError: failed},
     )
-    if check_host:
-        app.add_middleware(_LoopbackOnly)
+    app.add_middleware(_Gate, check_host=check_host, token=token)
     return app
 
 
-class _LoopbackOnly:
-    """ASGI middleware: refuse requests whose Host is not a loopback name (DNS rebinding)."""
+class _Gate:
+    """ASGI middleware: who may ask.
 
-    def __init__(self, app) -> None:
+    With ``check_host`` (a server bound to loopback), a request whose Host is not a
+    loopback name is refused (DNS rebinding). Otherwise a request needs the token
+    unless it comes from this machine *and* names it by a loopback name: a web page
+    that rebinds its own name to this machine's address still needs the token.
+    """
+
+    def __init__(self, app, *, check_host: bool, token: str | None) -> None:
         self.app = app
+        self.check_host = check_host
+        self.token = token.encode() if token else None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and not _loopback_host_header(scope):
-            response = JSONResponse(
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        local_name = _loopback_host_header(scope)
+        if self.check_host and not local_name:
+            refusal = JSONResponse(
                 {"error": "this server answers only http://127.0.0.1 or http://localhost"},
                 status_code=421,
             )
-            await response(scope, receive, send)
+        elif (local_name and _loopback_client(scope)) or self._has_token(scope):
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        else:
+            refusal = JSONResponse(
+                {
+                    "error": "clients on other machines must send this server's token "
+                    "(Authorization: Bearer …, from the file `pipeline serve` named); "
+                    "set token_file in their config"
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        await refusal(scope, receive, send)
+
+    def _has_token(self, scope) -> bool:
+        """Whether the request carries the token; compared in constant time."""
+        if self.token is None:
+            return False
+        said = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = said.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+
+
+def _loopback_client(scope) -> bool:
+    client = scope.get("client")
+    return client is not None and is_loopback(client[0])
 
 
 def _loopback_host_header(scope) -> bool:
@@ -274,16 +356,45 @@ class WebServer:
     (from another thread) shut it down cleanly, and ``run()`` returns.
     """
 
-    def __init__(self, home: Home, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-        self.archive = Archive(home)
+    def __init__(
+        self,
+        home: Home,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        token: str | None = None,
+        advertise: str | None = None,
+        elsewhere: remote.Elsewhere | None = None,
+    ) -> None:
+        """``token``: what clients on other machines must send (needed unless bound to
+        loopback); ``advertise``: where other machines of a shared archive reach this
+        server (see :func:`pipeline.remote.advertised_url`), registered for this
+        home's recorder; ``elsewhere``: how the page gets audio not on this machine."""
+        if token is None and not is_loopback(host):
+            raise ConfigError(f"serving on {host} needs a token for the other machines")
+        self.archive = Archive(home, elsewhere=elsewhere)
         self.socket = bind(host, port)
         address = self.socket.getsockname()
         self.host, self.port = address[0], address[1]
         self.loopback = is_loopback(self.host)
         self._ready: Callable[[], None] | None = None
-        app = create_app(self.archive, check_host=self.loopback, on_ready=self._on_ready)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        app = create_app(
+            self.archive, check_host=self.loopback, token=token, on_ready=self._on_ready
+        )
+        # the client address is the socket's: no X-Forwarded-For may make a request local;
+        # no access log (it would be the only place a request line is written down)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, proxy_headers=False, lifespan="on"
+        )
         self._server = uvicorn.Server(config)
+        self.advertised: str | None = None
+        if home.shared and (advertise or not self.loopback):
+            try:
+                self.advertised = remote.advertised_url(advertise, self.port)
+                remote.advertise(self.archive.engine, home.recorder_name, self.advertised)
+            except PipelineError:
+                self.socket.close()
+                raise
 
     @property
     def url(self) -> str:

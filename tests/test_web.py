@@ -224,12 +224,17 @@ def test_ctrl_c_or_sigterm_stops_it_cleanly(meeting_home, how):
     assert "stopped" in out and "Traceback" not in err and err == ""
 
 
-def test_a_host_other_than_loopback_is_warned_about(meeting_home):
-    proc, url = start_serve(meeting_home, "--host", "0.0.0.0")
+def test_a_host_other_than_loopback_wants_a_token_and_says_where_it_is(meeting_home, tmp_path):
+    """Other machines must send the token (see test_remote_audio.py); the token is made
+    in the file named, readable only by its owner, and never printed."""
+    token_file = tmp_path / "serve.token"
+    proc, url = start_serve(meeting_home, "--host", "0.0.0.0", "--token-file", str(token_file))
     try:
         assert url.startswith("http://0.0.0.0:")
-        warning = proc.stderr.readline()
-        assert warning.startswith("warning: listening on 0.0.0.0") and "no password" in warning
+        said = proc.stderr.readline()
+        assert said.startswith(f"clients on other machines must send the token in {token_file}")
+        assert "made now" in said and token_file.read_text().strip() not in said
+        assert token_file.stat().st_mode & 0o077 == 0
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
