@@ -56,7 +56,7 @@ BATCH = 20  # messages per indexer batch in the write tests (the real one takes 
 # --- 1. search ------------------------------------------------------------------------
 
 
-def search_both(root: Path, pg, hours: float, queries: int, seed: int) -> None:
+def search_both(root: Path, pg, hours: float, queries: int, seed: int, only: set[str]) -> None:
     from sqlalchemy import text
 
     from pipeline.config import Home
@@ -93,6 +93,8 @@ def search_both(root: Path, pg, hours: float, queries: int, seed: int) -> None:
     sb.read_into_os_cache(lite.db_path)
     results = {}
     for kind, qs in kinds.items():
+        if kind not in only:
+            continue
         row = []
         for engine in engines:
             sb.run_search(engine, qs[0])
@@ -297,6 +299,9 @@ def main() -> None:
     ap.add_argument("--offline-hours", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument(
+        "--kinds", default="phrase,prefix,time,session,fuzzy", help="query kinds to time"
+    )
     args = ap.parse_args()
 
     from tests.postgres_server import Postgres, server_bin
@@ -311,7 +316,7 @@ def main() -> None:
     print(f"PostgreSQL {pg.psql('SHOW server_version').strip()}, SQLite {_sqlite_version()}")
     try:
         if not args.skip_search:
-            search_both(root, pg, args.hours, args.queries, args.seed)
+            search_both(root, pg, args.hours, args.queries, args.seed, set(args.kinds.split(",")))
         four_recorders(pg, args.burst, args.paced, args.pace)
         spool_replay(root, pg, args.offline_hours)
     finally:
