@@ -785,12 +785,15 @@ class _RecognizerLoop:
 
 
 def committed_frames(home: Home, session: str, rate: int) -> int:
-    """Where the archive's words for a session end, in session frames (0 if none)."""
+    """Where the archive's words for a session end, in session frames (0 if none, or if a
+    shared archive cannot be reached: the session is recognized again from its start,
+    and the indexer drops what it has already)."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session as DbSession
 
     from . import schema
     from .database import db_errors, open_database
+    from .errors import ArchiveUnreachableError
 
     engine = open_database(home)
     try:
@@ -800,6 +803,9 @@ def committed_frames(home: Home, session: str, rate: int) -> int:
                 .join(schema.Utterance.session)
                 .where(schema.Session.key == session, schema.in_current_transcript())
             )
+    except ArchiveUnreachableError as exc:
+        log.warning("%s; recognizing session %s again from its start", exc, session)
+        end = None
     finally:
         engine.dispose()
     return round((end or 0.0) * rate)
