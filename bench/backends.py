@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import shutil
 import statistics
@@ -57,6 +58,7 @@ BATCH = 20  # messages per indexer batch in the write tests (the real one takes 
 
 
 def search_both(root: Path, pg, hours: float, queries: int, seed: int, only: set[str]) -> None:
+    """Build (or, kept from an earlier run, reuse) both archives and time the queries."""
     from sqlalchemy import text
 
     from pipeline.config import Home
@@ -64,29 +66,30 @@ def search_both(root: Path, pg, hours: float, queries: int, seed: int, only: set
     from pipeline.dbcopy import copy_archive
 
     lite = Home(root / "lite").ensure()
-    built = sb.build(lite, None, hours, 50_000, seed)
-    print(
-        f"archive: {hours:g} h, {built.utterances:,} utterances, {built.words:,} words "
-        f"(SQLite built in {built.seconds:.0f} s)",
-        flush=True,
-    )
-    url = pg.create_database("archive")
+    url = pg.url("archive")
     shared = Home(root / "pg", url).ensure()
-    source, target = open_database(lite), open_database(shared)
-    t0 = time.perf_counter()
-    copy_archive(source, target, recorder="bench")
-    with target.begin() as conn:
-        conn.execute(text("ANALYZE"))
-    print(f"copied into PostgreSQL in {time.perf_counter() - t0:.0f} s (db copy, then ANALYZE)")
-    source.dispose()
-    target.dispose()
+    if not lite.db_path.exists():
+        built = sb.build(lite, None, hours, 50_000, seed)
+        print(
+            f"archive: {hours:g} h, {built.utterances:,} utterances, {built.words:,} words "
+            f"(SQLite built in {built.seconds:.0f} s)",
+            flush=True,
+        )
+        pg.create_database("archive")
+        source, target = open_database(lite), open_database(shared)
+        t0 = time.perf_counter()
+        copy_archive(source, target, recorder="bench")
+        with target.begin() as conn:
+            conn.execute(text("ANALYZE"))
+        took = time.perf_counter() - t0
+        print(f"copied into PostgreSQL in {took:.0f} s (db copy, then ANALYZE)", flush=True)
+        source.dispose()
+        target.dispose()
     kinds = sb.sample_queries(lite.db_path, queries, seed)
     names = {"time": "phrase+time", "session": "phrase+session"}
     print(f"  {'query':<16} {'SQLite p50':>10} {'p95':>8} {'max':>8}   {'PostgreSQL p50':>14} "
           f"{'p95':>8} {'max':>8}  ms, search() warm")  # fmt: skip
-    engines = {
-        name: open_database(h, readonly=True) for name, h in (("lite", lite), ("pg", shared))
-    }
+    engines = [open_database(h, readonly=True) for h in (lite, shared)]
     from pipeline import phonetic
 
     phonetic.dictionary()
@@ -213,7 +216,7 @@ def four_recorders(pg, burst: float, paced: float, pace: float) -> None:
     from pipeline.config import Home
     from pipeline.database import open_archive
 
-    url = pg.create_database("recorders")
+    url = fresh_database(pg, "recorders")
     open_archive(Home(Path(tempfile.mkdtemp()), url)).dispose()
     ctx = mp.get_context("spawn")
     for label, seconds, speed in (("flat out", burst, None), (f"at {pace:g}x speech", paced, pace)):
@@ -254,8 +257,9 @@ def spool_replay(root: Path, pg, hours: float) -> None:
     from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
     from pipeline.spool import Spool, Writer
 
-    url = pg.create_database("spool")
+    url = fresh_database(pg, "spool")
     home = Home(root / "offline", url, "laptop").ensure()
+    (home.root / "spool.db").unlink(missing_ok=True)
     open_archive(home).dispose()
     rng = random.Random(7)
     vocab = sb.vocabulary(50_000, random.Random(0))
@@ -289,6 +293,12 @@ def spool_replay(root: Path, pg, hours: float) -> None:
     )
 
 
+def fresh_database(pg, name: str) -> str:
+    """An empty database of that name (a kept cluster has the last run's)."""
+    pg.psql(f'DROP DATABASE IF EXISTS "{name}"')
+    return pg.create_database(name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hours", type=float, default=1000.0, help="archive hours (default 1000)")
@@ -300,19 +310,34 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument(
+        "--keep",
+        type=Path,
+        help="build in this folder and keep it (the cluster too: stopped, not removed); "
+        "run again with the same --keep to measure the same archives without building",
+    )
+    ap.add_argument(
         "--kinds", default="phrase,prefix,time,session,fuzzy", help="query kinds to time"
     )
     args = ap.parse_args()
 
+    if args.keep:  # the kept cluster must take the same password the next time
+        os.environ.setdefault("PIPELINE_TEST_PG_PASSWORD", "pipeline-bench")
     from tests.postgres_server import Postgres, server_bin
 
     found = server_bin()
     if found is None:
         raise SystemExit("PostgreSQL's server programs are not installed (apt install postgresql)")
-    pg = Postgres(found)
-    pg.init()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="backends-"))
+    root.mkdir(parents=True, exist_ok=True)
+    built = args.keep is not None and (root / "cluster" / "data").is_dir()
+    if args.keep is not None and os.geteuid() == 0:
+        shutil.chown(root, "postgres")  # the server runs as postgres under root
+    pg = Postgres(found, root / "cluster" if args.keep else None)
+    if not built:
+        if args.keep:
+            (root / "cluster").mkdir(exist_ok=True)
+        pg.init()
     pg.start()
-    root = Path(tempfile.mkdtemp(prefix="backends-"))
     print(f"PostgreSQL {pg.psql('SHOW server_version').strip()}, SQLite {_sqlite_version()}")
     try:
         if not args.skip_search:
@@ -320,8 +345,11 @@ def main() -> None:
         four_recorders(pg, args.burst, args.paced, args.pace)
         spool_replay(root, pg, args.offline_hours)
     finally:
-        pg.destroy()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            pg.stop()
+        else:
+            pg.destroy()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _sqlite_version() -> str:

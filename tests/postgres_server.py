@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PASSWORD = "pipeline-test-" + secrets.token_hex(4)
+PASSWORD = os.environ.get("PIPELINE_TEST_PG_PASSWORD") or "pipeline-test-" + secrets.token_hex(4)
 SUPERUSER = "pipeline_admin"
 
 
@@ -46,9 +46,9 @@ def free_port() -> int:
 class Postgres:
     """A throwaway PostgreSQL cluster; ``url(db)`` is a SQLAlchemy URL for a database in it."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, root: Path | None = None) -> None:
         # right under /tmp: as root the server runs as `postgres`, which must reach it
-        self.root = Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
+        self.root = root or Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
         self.bin = bin_dir
         self.data = self.root / "data"
         self.sockets = self.root / "run"
