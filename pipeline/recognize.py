@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import soxr
 
+from . import lattice
 from .backfill import SessionOnDisk
 from .errors import EngineUnavailable, ModelError, PipelineError
 from .messages import (
+    Alternative,
     Audio,
     ChildFailed,
     HandedOff,
@@ -73,7 +76,12 @@ RawWord = tuple[str, float, float, float]  # text, start, end, confidence (utter
 
 
 class Engine(Protocol):
-    """What the pipeline needs of a speech recognizer."""
+    """What the pipeline needs of a speech recognizer.
+
+    An engine may also have ``alternatives()``: the word graph it weighed for
+    the utterance it last transcribed (:mod:`pipeline.lattice`, times as its
+    words'), which ``search --fuzzy`` searches too; engines without it give none.
+    """
 
     name: str
     rate: int
@@ -108,6 +116,9 @@ class PocketSphinxEngine:
         self._decoder = Decoder(samprate=self.rate, loglevel="FATAL")
         self.name = "pocketsphinx:en-us"
         self._guessing = False
+        self._heard: list[Alternative] = []
+        # the lattice is read back from a file: its Python object has no nodes to walk
+        self._scratch = tempfile.TemporaryDirectory(prefix="pipeline-lattice-")
 
     def partial(self, pcm: bytes) -> str:
         d = self._decoder
@@ -137,7 +148,24 @@ class PocketSphinxEngine:
             start = seg.start_frame / self.frames_per_second
             end = (seg.end_frame + 1) / self.frames_per_second
             words.append((text, start, end, min(1.0, logmath.exp(seg.prob))))
+        self._heard = self._lattice(words, len(pcm) / 2 / self.rate)
         return words
+
+    def alternatives(self) -> list[Alternative]:
+        return self._heard
+
+    def _lattice(self, words: list[RawWord], duration: float) -> list[Alternative]:
+        """The word graph of the utterance just decoded (its posteriors were computed
+        with its best path, so this costs only writing and reading it)."""
+        if not words:
+            return []
+        graph = self._decoder.get_lattice()
+        if graph is None:
+            return []
+        path = Path(self._scratch.name) / "utterance.slf"
+        graph.write_htk(str(path))
+        best = [(text, start) for text, start, _, _ in words]
+        return lattice.from_htk(path.read_text(encoding="utf-8"), duration, best)
 
 
 class VoskEngine:
@@ -265,6 +293,15 @@ class Throttled:
 
     def partial(self, pcm: bytes) -> str:
         return self.engine.partial(pcm)
+
+    def alternatives(self) -> list[Alternative]:
+        return alternatives_of(self.engine)
+
+
+def alternatives_of(engine: Engine) -> list[Alternative]:
+    """The word graph the engine weighed for its last utterance (none if it gives none)."""
+    give = getattr(engine, "alternatives", None)
+    return list(give()) if give is not None else []
 
 
 # --- utterances ---------------------------------------------------------------
@@ -499,13 +536,23 @@ class Transcriber:
         raw = self.engine.transcribe(pcm)
         if not raw:
             return []
-        words = tuple(
-            Word(text, round(offset + max(0.0, s), 3), round(offset + min(duration, e), 3), c)
-            for text, s, e, c in raw
+
+        def at(t: float) -> float:  # utterance-relative → session-absolute
+            return round(offset + min(duration, max(0.0, t)), 3)
+
+        words = tuple(Word(text, at(s), at(e), c) for text, s, e, c in raw)
+        heard = tuple(
+            dataclasses.replace(a, start=at(a.start), end=at(a.end))
+            for a in alternatives_of(self.engine)
         )
         return [
             Utterance(
-                self.session, round(offset, 3), round(offset + duration, 3), words, self.engine.name
+                self.session,
+                round(offset, 3),
+                round(offset + duration, 3),
+                words,
+                self.engine.name,
+                alternatives=heard,
             )
         ]
 
