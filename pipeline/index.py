@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
-from . import schema
+from . import lattice, schema
 from .config import Home
 from .database import db_errors, open_database
 from .errors import PipelineError
 from .messages import (
+    Alternative,
     AudioDeleted,
     ChildFailed,
     Indexed,
@@ -68,7 +70,8 @@ class Indexer:
         self._transcripts: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
-        self._added: list[schema.Utterance] = []  # this transaction's, for the phonetic index
+        # this transaction's utterances and their alternatives, for the phonetic index
+        self._added: list[tuple[schema.Utterance, Sequence[Alternative]]] = []
 
     def _known(self, db: DbSession, key: str) -> int | None:
         """A session this indexer did not see start (it was restarted): from the database."""
@@ -102,8 +105,9 @@ class Indexer:
     def _index_sounds(self, db: DbSession) -> None:
         """The phonetic index rows of the utterances added (search --fuzzy reads them)."""
         db.flush()
-        rows = [(u.id, [w.text for w in u.words]) for u in self._added]
-        index_utterances(db.connection(), rows)
+        rows = [(u.id, [w.text for w in u.words]) for u, _ in self._added]
+        heard = {u.id: alternatives for u, alternatives in self._added if alternatives}
+        index_utterances(db.connection(), rows, heard)
         self._added = []
 
     def _write_one(self, db: DbSession, msg, after: list) -> None:
@@ -275,12 +279,23 @@ class Indexer:
             for utt in db.scalars(
                 select(schema.Utterance)
                 .where(schema.Utterance.transcript_id == old)
-                .options(selectinload(schema.Utterance.words))
+                .options(
+                    selectinload(schema.Utterance.words),
+                    selectinload(schema.Utterance.alternatives),
+                )
             ):
                 if not _heard(utt, msg.runs, msg.rate):
                     copy = _copy(utt, transcript_id)
                     db.add(copy)
-                    self._added.append(copy)
+                    graph = utt.alternatives
+                    self._added.append(
+                        (
+                            copy,
+                            lattice.alternatives(lattice.unpack(graph.graph, utt.start))
+                            if graph
+                            else (),
+                        )
+                    )
         db.get(schema.Transcript, transcript_id).finished_at = datetime.now(UTC)
         session.transcript_id = transcript_id
         self._transcripts.pop(key, None)
@@ -290,8 +305,10 @@ class Indexer:
     ) -> None:
         at = self._started[msg.session] + timedelta(seconds=msg.start)
         utt = _utterance_row(session_id, transcript_id, msg, at)
+        if msg.alternatives:
+            utt.alternatives = schema.Alternatives(graph=lattice.pack(msg.alternatives, msg.start))
         db.add(utt)
-        self._added.append(utt)
+        self._added.append((utt, msg.alternatives))
         counts = self._counts[msg.session]
         counts[0] += 1
         counts[1] += len(msg.words)
@@ -326,6 +343,13 @@ def _overlaps(db: DbSession, transcript: int, msg: Utterance) -> bool:
     )
 
 
+def _alternatives_of(utt: schema.Utterance) -> list[Alternative]:
+    """A stored utterance's alternatives (none if it has none)."""
+    if utt.alternatives is None:
+        return []
+    return lattice.alternatives(lattice.unpack(utt.alternatives.graph, utt.start))
+
+
 def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) -> bool:
     """Whether an utterance lies (mostly) in audio that a reindex recognized again."""
     middle = round((utt.start + utt.end) / 2 * rate)
@@ -333,8 +357,12 @@ def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) 
 
 
 def _copy(utt: schema.Utterance, transcript_id: int) -> schema.Utterance:
-    """An utterance carried into a newer transcript; it keeps the engine that heard it."""
-    return _utterance_row(utt.session_id, transcript_id, utt, utt.at)
+    """An utterance carried into a newer transcript; it keeps the engine that heard it,
+    and what else that engine heard."""
+    row = _utterance_row(utt.session_id, transcript_id, utt, utt.at)
+    if utt.alternatives is not None:
+        row.alternatives = schema.Alternatives(graph=utt.alternatives.graph)
+    return row
 
 
 def _utterance_row(session_id: int, transcript_id: int, utt, at: datetime) -> schema.Utterance:

@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .messages import Alternative
 
 TABLE = "utterances_phonetic"
 VOCAB = "utterances_phonetic_vocab"  # fts5vocab: how many utterances have each trigram
@@ -159,19 +164,54 @@ _CLASS_OF = {
 }  # fmt: skip
 
 
-def index_text(words: list[str]) -> str:
-    """What ``utterances_phonetic`` stores for an utterance of these words."""
+def graph_trigrams(words: Sequence[tuple[str, Sequence[int]]]) -> set[str]:
+    """The trigrams (as :func:`trigrams`) along every path of a word graph: (word, the
+    indexes of the words it follows), in time order."""
+    phones: list[str] = []
+    before: list[list[int]] = []  # per phoneme: the phonemes that may come just before it
+    exits: list[list[int]] = []  # per word: the phonemes a path leaves it from
+    for k, (word, follows) in enumerate(words):
+        entering = sorted({p for f in follows if f < k for p in exits[f]})
+        sounds = word_phonemes(word)
+        if not sounds:  # nothing to hear: its followers follow what precedes it
+            exits.append(entering)
+            continue
+        for i, sound in enumerate(sounds):
+            before.append(entering if i == 0 else [len(phones) - 1])
+            phones.append(sound)
+        exits.append([len(phones) - 1])
+    coarse = [_CLASS_OF.get(p, p) for p in phones]
+    out: set[str] = set()
+    for c in range(len(phones)):
+        for b in before[c]:
+            for a in before[b]:
+                out.add(f"{phones[a]}_{phones[b]}_{phones[c]}")
+                out.add(f"x{coarse[a]}_{coarse[b]}_{coarse[c]}")
+    return out
+
+
+def index_text(words: list[str], alternatives: Sequence[Alternative] = ()) -> str:
+    """What ``utterances_phonetic`` holds for an utterance: its words' trigrams, and those
+    along its alternatives (:mod:`pipeline.lattice`), which hold its words too."""
+    if alternatives:
+        return " ".join(sorted(graph_trigrams([(a.text, a.follows) for a in alternatives])))
     return " ".join(trigrams(phonemes(words)))
 
 
-def index_utterances(connection, rows: list[tuple[int, list[str]]]) -> None:
-    """Add (utterance id, its words) to the phonetic index (on a SQLAlchemy connection)."""
+def index_utterances(
+    connection,
+    rows: list[tuple[int, list[str]]],
+    alternatives: dict[int, Sequence[Alternative]] | None = None,
+) -> None:
+    """Add (utterance id, its words) to the phonetic index (on a SQLAlchemy connection),
+    with the utterances' ``alternatives`` where they have some."""
     from sqlalchemy import text
 
+    heard = alternatives or {}
     if rows:
         connection.execute(
             text(f"INSERT INTO {TABLE}(rowid, trigrams) VALUES (:id, :trigrams)"),
-            [{"id": i, "trigrams": index_text(words)} for i, words in rows],
+            [{"id": i, "trigrams": index_text(words, heard.get(i, ()))} for i, words in rows],
         )
 
 

@@ -25,6 +25,7 @@ TABLES = {
     "transcripts",
     "utterances",
     "words",
+    "alternatives",
     "utterances_fts",
     "alembic_version",
 }
@@ -54,7 +55,7 @@ def test_migrating_twice_changes_nothing(db, home):
     migrate(db)
     open_archive(home)
     after = sqlite3.connect(home.db_path).execute("SELECT sql FROM sqlite_master").fetchall()
-    assert before == after and current_revision(db) == "0006"
+    assert before == after and current_revision(db) == "0007"
 
 
 def test_downgrade_to_empty_and_back(db, home):
@@ -120,7 +121,7 @@ def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home)
     )
     con.commit()
     migrate(engine)
-    assert current_revision(engine) == "0006"
+    assert current_revision(engine) == "0007"
     sql = fts_sql(home.db_path)
     assert "prefix='2 3 4'" in sql and "remove_diacritics 2" in sql
     assert "content='utterances'" in sql and "content_rowid='id'" in sql
@@ -199,5 +200,5 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0006"
+    assert out.stdout.strip() == "0007"
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES
