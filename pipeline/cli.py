@@ -610,13 +610,14 @@ def search(
     table.add_column("where", overflow="fold")
     table.add_column("text", ratio=1)
     if fuzzy:
+        table.add_column("heard", ratio=1)
         table.add_column("score", justify="right")
     for h in hits:
         where = (
             f"{Path(h.segment).name} @ {_clock(h.segment_offset)}" if h.segment else "(no audio)"
         )
         text = _in_context(h, *around[h.id]) if h.id in around else _highlight(h)
-        score = [f"{h.score:.2f}"] if fuzzy else []
+        score = [" ".join(h.heard or ()), f"{h.score:.2f}"] if fuzzy else []
         table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text, *score)
     out.print(table)
 
@@ -848,6 +849,7 @@ def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dic
         "match": " ".join(h.words[h.match[0] : h.match[1]]),
         "engine": h.engine,
         **({} if h.score is None else {"score": h.score}),
+        **({} if h.heard is None else {"heard": " ".join(h.heard)}),
         **extra,
     }
 

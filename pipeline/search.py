@@ -9,20 +9,19 @@ nothing searchable is left, rejected with a one-line message.
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 import unicodedata
-from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, Integer, bindparam, select, text
+import numpy as np
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
-from . import phonetic, schema
+from . import lattice, phonetic, schema, soundalike
 from .database import db_errors
 from .errors import QueryError
 
@@ -82,6 +81,9 @@ class Hit:
     segment_offset: float | None  # seconds into that segment
     engine: str  # the engine and model that heard it
     score: float | None = None  # --fuzzy: how closely the words sound like the query (0..1)
+    # --fuzzy: the words the match went through, which may be ones the recognizer
+    # weighed and did not output (its alternatives)
+    heard: tuple[str, ...] | None = None
 
     @property
     def text(self) -> str:
@@ -302,7 +304,7 @@ def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
     return 0, len(words)
 
 
-# --fuzzy: matching by sound (pipeline.phonetic)
+# --fuzzy: matching by sound (pipeline.phonetic, pipeline.soundalike)
 FUZZY_MIN_SCORE = 0.65  # the knee on the real-speech corpus (bench/findability.py)
 FUZZY_CANDIDATES = 200  # utterances checked by edit distance: those sharing the most trigrams
 FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
@@ -311,83 +313,175 @@ FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
 # archive of any size (a common trigram is in a good share of all utterances).
 FUZZY_POSTINGS = 20_000
 FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common
+# A phrase said across a pause: a candidate is matched with the last seconds of the
+# utterance before it and the first of the one after, if the pause is this long at most
+FUZZY_PAUSE_SECONDS = 2.0
+FUZZY_NEIGHBOUR_SECONDS = 2.0
+_LONGEST_UTTERANCE_SECONDS = 60.0  # the recognizer cuts at 30 s
+
+
+@dataclass(frozen=True)
+class _Said:
+    """What fuzzy search needs of an utterance: its time, word graph and neighbours."""
+
+    id: int
+    at: datetime
+    graph: soundalike.Graph
+    next: int | None  # the next utterance of its transcript, if within a pause
+    previous: int | None
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A candidate as matched: its graph between its neighbours' words, and whose words
+    those are (the one before's first, then its own)."""
+
+    graph: soundalike.Graph
+    previous: int | None
+    lead: int  # how many words of the graph are the one before's
+    own: int
 
 
 def fuzzy_search(
     engine: Engine, query: str, *, limit: int, min_score: float, filters: Filters
 ) -> list[Hit]:
-    """Utterances whose words sound like the phrase, best score first (then newest).
+    """Utterances that sound like the phrase, best score first (then newest).
 
     Candidates are the utterances sharing the most of the phrase's rarer
-    phoneme trigrams (:func:`_candidates`). All are scored at once
-    (:func:`phonetic.distances`); those scoring at least ``min_score`` are
-    hits, and the best ``limit`` are located (:func:`phonetic.best_match`):
-    the words that matched, their times.
+    phoneme trigrams (:func:`_candidates`). Each is matched along its word
+    graph (its words, or what else the recognizer heard: its alternatives)
+    with the end of the utterance before and the start of the one after (a
+    phrase said across a pause), all at once (:class:`soundalike.Scorer`).
+    Those scoring at least ``min_score`` are hits, each in the utterance
+    where its match begins; the best ``limit`` are traced back to the words
+    that matched.
     """
     if not 0.0 <= min_score <= 1.0:
         raise QueryError("--min-score must be between 0 and 1")
     phones = _query_phonemes(query)
     with db_errors(engine), DbSession(engine) as db:
         found = _candidates(db, phonetic.trigrams(phones), filters)
-        said = _words_of(db, [i for i, _ in found])
-        streams = [[phonetic.word_phonemes(w) for w in said.get(i, [])] for i, _ in found]
-        scores = 1.0 - phonetic.distances(phones, streams) / len(phones)
+        said = _said(db, found)
+        units = [_unit(said, i, filters) for i in found]
+        scorer = soundalike.Scorer(phones, [u.graph for u in units])
+        scores = 1.0 - scorer.distances() / len(phones)
         ranked = sorted(
-            ((float(score), at, i) for (i, at), score in zip(found, scores, strict=True)),
-            key=lambda sai: (-sai[0], -sai[1].timestamp(), -sai[2]),
+            (k for k in range(len(found)) if scores[k] >= min_score),
+            key=lambda k: (-scores[k], -said[found[k]].at.timestamp(), -found[k]),
         )
-        best = [(score, i) for score, _, i in ranked if score >= min_score][:limit]
+        best: dict[tuple[int, float], tuple[int, soundalike.Path]] = {}
+        for k in ranked:  # the same moment may be a match in two units: the first counts
+            if len(best) >= limit:
+                break
+            path = scorer.path(k)
+            unit = units[k]
+            begins = unit.previous if path.nodes[0] < unit.lead else found[k]
+            best.setdefault((begins, float(unit.graph.starts[path.nodes[0]])), (k, path))
         rows = db.scalars(
             select(schema.Utterance)
-            .where(schema.Utterance.id.in_([i for _, i in best]))
+            .where(schema.Utterance.id.in_([i for i, _ in best]))
             .options(
                 selectinload(schema.Utterance.words),
                 selectinload(schema.Utterance.session).selectinload(schema.Session.segments),
             )
         ).all()
         by_id = {u.id: u for u in rows}
-        hits = []
-        for score, i in best:
-            utt = by_id[i]
-            span = phonetic.best_match(phones, [w.text for w in utt.words])
-            hits.append(_hit_at(utt, span.first, span.last, round(score, 3)))
-        return hits
+        return [
+            _fuzzy_hit(by_id[i], units[k].graph, path, float(scores[k]))
+            for (i, _), (k, path) in best.items()
+        ]
 
 
-def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[tuple[int, datetime]]:
-    """(id, time) of the utterances, within the filters, sharing the most of the rarest
-    trigrams, each weighted by its rarity (idf); at most :data:`FUZZY_CANDIDATES`.
+def _unit(said: dict[int, _Said], i: int, filters: Filters) -> _Unit:
+    """Candidate ``i``'s graph with its neighbours' nearest words. A match may begin in
+    the one before's (if that passes the filters' times) or its own."""
+    utterance = said[i]
+    graph, lead, opens = utterance.graph, 0, 0
+    before = said.get(utterance.previous) if utterance.previous is not None else None
+    if before is not None and len(tail := before.graph.tail(FUZZY_NEIGHBOUR_SECONDS)):
+        graph, lead = tail.then(graph), len(tail)
+        opens = 0 if _within(before.at, filters) else lead
+    own = len(graph)
+    after = said.get(utterance.next) if utterance.next is not None else None
+    if after is not None:
+        graph = graph.then(after.graph, FUZZY_NEIGHBOUR_SECONDS)
+    graph = replace(graph, opens=range(opens, own))
+    return _Unit(graph, utterance.previous if lead else None, lead, own)
+
+
+def _within(at: datetime, f: Filters) -> bool:
+    """Whether a time passes the filters' --since and --until."""
+    return (f.since is None or at >= f.since) and (f.until is None or at < f.until)
+
+
+def _fuzzy_hit(utt: schema.Utterance, graph: soundalike.Graph, path, score: float) -> Hit:
+    """A hit at the words of ``graph`` the match went through: its times are theirs, its
+    ``match`` the transcript's words said then, ``heard`` the words matched."""
+    start = float(graph.starts[path.nodes[0]])
+    end = float(graph.ends[path.nodes[-1]])
+    said = [k for k, w in enumerate(utt.words) if w.end > start and w.start < end]
+    if not said and utt.words:  # the words matched lie between the transcript's
+        said = [min(range(len(utt.words)), key=lambda k: abs(utt.words[k].start - start))]
+    first, last = (said[0], said[-1] + 1) if said else (0, 0)
+    hit = _hit_at(utt, first, last, round(score, 3))
+    segment, offset = _segment_at(utt.session, start)
+    return replace(
+        hit,
+        start=start,
+        end=end,
+        at=utt.session.started_at + timedelta(seconds=start),
+        segment=segment,
+        segment_offset=offset,
+        heard=tuple(graph.texts[n] for n in path.nodes),
+    )
+
+
+def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[int]:
+    """The utterances, within the filters, sharing the most of the rarest trigrams, each
+    weighted by its rarity (idf), most first; at most :data:`FUZZY_CANDIDATES`.
 
     Not FTS5's bm25: ranking every match in SQL cost 100 ms per 10 000 matches,
     counting them here a few. Only the rarest trigrams are asked for
     (:func:`_rarest`), so a query reads about as much in a large archive as in
-    a small one.
+    a small one. The postings are read bare (joining each with its utterance for
+    the filters cost three times as much); the best are then checked against
+    the filters, best first, until enough pass.
     """
+    everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
+    postings = text(
+        f"SELECT group_concat(rowid) FROM {phonetic.TABLE} WHERE {phonetic.TABLE} MATCH :m"
+    )
+    ids, weights = [], []
+    for term, count in _rarest(db, trigrams):
+        listed = db.execute(postings, {"m": f'"{term}"'}).scalar()
+        found = np.array(listed.split(","), dtype=np.int64) if listed else np.zeros(0, np.int64)
+        ids.append(found)
+        weights.append(np.full(len(found), math.log(everyone / count)))
+    if not ids:
+        return []
+    voted, which = np.unique(np.concatenate(ids), return_inverse=True)
+    votes = np.bincount(which, weights=np.concatenate(weights))
+    order = np.lexsort((-voted, -votes))  # most votes first, then newest
+    return _passing(db, [int(i) for i in voted[order]], filters)
+
+
+def _passing(db: DbSession, ranked: list[int], filters: Filters) -> list[int]:
+    """The first :data:`FUZZY_CANDIDATES` of ``ranked`` that pass the filters (and are in
+    their session's transcript searched), checked a batch at a time."""
     where, params = _where(db, filters)
     sql = text(
-        f"SELECT p.rowid FROM {phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid "
-        "JOIN sessions AS s ON s.id = u.session_id "
-        f"WHERE {phonetic.TABLE} MATCH :match AND {' AND '.join(where)}"
-    ).bindparams(*_typed(params))
-    everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
-    votes: dict[int, float] = defaultdict(float)
-    for term, count in _rarest(db, trigrams):
-        weight = math.log(everyone / count)
-        # plain rows: thousands of ids, and SQLAlchemy's result rows cost more than the query
-        for (i,) in db.execute(sql, {"match": f'"{term}"', **params}).cursor.fetchall():
-            votes[i] += weight
-    top = heapq.nlargest(FUZZY_CANDIDATES, votes, key=lambda i: (votes[i], i))
-    if not top:
-        return []
-    at = dict(
-        db.execute(
-            text("SELECT id, at FROM utterances WHERE id IN :ids")
-            .bindparams(bindparam("ids", expanding=True))
-            .columns(id=Integer(), at=schema.UTCDateTime()),
-            {"ids": top},
-        ).all()
-    )
-    return [(i, at[i]) for i in top]
+        "SELECT u.id FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
+        f"WHERE u.id IN :ids AND {' AND '.join(where)}"
+    ).bindparams(bindparam("ids", expanding=True), *_typed(params))
+    out: list[int] = []
+    batch = 4 * FUZZY_CANDIDATES
+    for lo in range(0, len(ranked), batch):
+        chunk = ranked[lo : lo + batch]
+        passed = {i for (i,) in db.execute(sql, {"ids": chunk, **params}).cursor.fetchall()}
+        out += [i for i in chunk if i in passed][: FUZZY_CANDIDATES - len(out)]
+        if len(out) >= FUZZY_CANDIDATES:
+            break
+    return out
 
 
 def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
@@ -410,19 +504,59 @@ def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
     return asked
 
 
-def _words_of(db: DbSession, ids: list[int]) -> dict[int, list[str]]:
-    """Each utterance's words, in order (plain rows: ORM objects cost more than matching)."""
-    out: dict[int, list[str]] = {i: [] for i in ids}
+def _said(db: DbSession, ids: list[int], *, neighbours: bool = True) -> dict[int, _Said]:
+    """The utterances' words as graphs (their alternatives where they have some), with
+    the next and the previous utterance of each (``neighbours``: fetched too).
+
+    Plain rows: ORM objects cost more than the matching.
+    """
+    if not ids:
+        return {}
+    rows = db.execute(
+        text(
+            "SELECT u.id, u.start, u.at, u.text, a.graph, "
+            "(SELECT n.id FROM utterances AS n WHERE n.transcript_id = u.transcript_id "
+            " AND n.start >= u.end - 0.05 AND n.start <= u.end + :pause AND n.id != u.id "
+            " ORDER BY n.start LIMIT 1), "
+            "(SELECT p.id FROM utterances AS p WHERE p.transcript_id = u.transcript_id "
+            " AND p.start < u.start AND p.start > u.start - :reach AND p.id != u.id "
+            " AND p.end >= u.start - :pause ORDER BY p.start DESC LIMIT 1) "
+            "FROM utterances AS u LEFT JOIN alternatives AS a ON a.utterance_id = u.id "
+            "WHERE u.id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True)),
+        {"ids": ids, "pause": FUZZY_PAUSE_SECONDS, "reach": _LONGEST_UTTERANCE_SECONDS},
+    ).cursor.fetchall()
+    words = _words_of(db, [r[0] for r in rows if r[4] is None])
+    out: dict[int, _Said] = {}
+    for i, start, at, _, packed, following, previous in rows:
+        if packed is not None:
+            graph = soundalike.Graph.of_columns(lattice.unpack(packed, start))
+        else:
+            graph = soundalike.Graph.of_words(*words[i])
+        when = datetime.fromisoformat(at).replace(tzinfo=UTC)  # stored as naive UTC text
+        out[i] = _Said(i, when, graph, following, previous)
+    if neighbours:
+        near = {n for s in out.values() for n in (s.next, s.previous)} - {None} - set(out)
+        out = _said(db, sorted(near), neighbours=False) | out
+    return out
+
+
+def _words_of(db: DbSession, ids: list[int]) -> dict[int, tuple[list, list, list]]:
+    """Each utterance's words: their texts, starts and ends, in order."""
+    out: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in ids}
     if ids:
         rows = db.execute(
             text(
-                "SELECT utterance_id, text FROM words WHERE utterance_id IN :ids "
+                "SELECT utterance_id, text, start, end FROM words WHERE utterance_id IN :ids "
                 "ORDER BY utterance_id, idx"
             ).bindparams(bindparam("ids", expanding=True)),
             {"ids": ids},
-        )
-        for utterance_id, word in rows:
-            out[utterance_id].append(word)
+        ).cursor.fetchall()
+        for utterance_id, word, start, end in rows:
+            texts, starts, ends = out[utterance_id]
+            texts.append(word)
+            starts.append(start)
+            ends.append(end)
     return out
 
 

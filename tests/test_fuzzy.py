@@ -21,6 +21,7 @@ from pipeline.config import Home
 from pipeline.database import migrate
 from pipeline.errors import QueryError
 from pipeline.search import FUZZY_MIN_SCORE, search
+from pipeline.soundalike import Graph, best_match
 from pipeline.supervisor import ingest
 
 from .conftest import DATA, archive_at
@@ -84,11 +85,12 @@ def test_phonemes_come_from_the_recognizers_dictionary_with_a_guess_for_the_rest
 
 def test_a_match_spans_whole_words_through_misheard_and_split_words():
     heard = ["he", "was", "not", "until", "this", "blows", "young", "man"]
-    found = phonetic.best_match(phonetic.phonemes(["ill", "disposed", "young"]), heard)
-    assert heard[found.first : found.last] == ["until", "this", "blows", "young"]
+    graph = Graph.of_words(heard, range(len(heard)), range(1, len(heard) + 1))
+    found = best_match(phonetic.phonemes(["ill", "disposed", "young"]), graph)
+    assert [heard[n] for n in found.nodes] == ["until", "this", "blows", "young"]
     assert FUZZY_MIN_SCORE <= found.score < 1.0
-    exact = phonetic.best_match(phonetic.phonemes(["young", "man"]), heard)
-    assert (exact.first, exact.last, exact.score) == (6, 8, 1.0)
+    exact = best_match(phonetic.phonemes(["young", "man"]), graph)
+    assert (exact.nodes, exact.score) == ((6, 7), 1.0)
 
 
 @pytest.mark.parametrize(("phrase", "clip"), MISHEARD)
