@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -45,7 +46,7 @@ def from_htk(
     duration: float,
     best: Iterable[tuple[str, float]] = (),
     *,
-    min_weight: float = MIN_WEIGHT,
+    min_weight: float | None = None,
 ) -> list[Alternative]:
     """The word graph of a PocketSphinx lattice in HTK SLF text (``Lattice.write_htk``).
 
@@ -56,8 +57,10 @@ def from_htk(
     sentence marks are not words: a word after them follows the words before
     them. ``best`` are the (word, start) of the words the recognizer output,
     kept whatever their weight, so the graph always holds the transcript.
-    Times are the lattice's (seconds from the utterance's start).
+    Times are the lattice's (seconds from the utterance's start). ``min_weight``:
+    :data:`MIN_WEIGHT` unless given.
     """
+    least = MIN_WEIGHT if min_weight is None else min_weight
     nodes = {int(i): (w, float(t)) for i, t, w in _NODE.findall(slf)}
     into: dict[int, list[int]] = defaultdict(list)
     weight_out: dict[int, float] = defaultdict(float)
@@ -82,7 +85,7 @@ def from_htk(
             same[(w, t)].append(i)
     kept = {}  # representative node → its pronunciations
     for (w, t), variants in same.items():
-        if sum(map(weight, variants)) >= min_weight or (w, round(t, 2)) in said:
+        if sum(map(weight, variants)) >= least or (w, round(t, 2)) in said:
             kept[max(variants, key=weight)] = variants
     owner = {v: rep for rep, variants in kept.items() for v in variants}
     before = _words_before(nodes, into, owner)
@@ -128,7 +131,7 @@ def _words_before(nodes: dict[int, tuple[str, float]], into: dict[int, list[int]
 def from_paths(
     paths: Sequence[tuple[float, Sequence[tuple[str, float, float]]]],
     *,
-    min_weight: float = MIN_WEIGHT,
+    min_weight: float | None = None,
 ) -> list[Alternative]:
     """The word graph of n-best paths, each (log-likelihood, its words with start and end).
 
@@ -138,6 +141,7 @@ def from_paths(
     """
     if not paths:
         return []
+    least = MIN_WEIGHT if min_weight is None else min_weight
     top = max(score for score, _ in paths)
     shares = [math.exp(score - top) for score, _ in paths]
     total = sum(shares)
@@ -151,7 +155,7 @@ def from_paths(
                 links[key].add(keys[k - 1])
     best = {(w, round(s, 3), round(e, 3)) for w, s, e in paths[0][1]}
     kept = sorted(
-        (key for key in weight if weight[key] >= min_weight or key in best),
+        (key for key in weight if weight[key] >= least or key in best),
         key=lambda key: (key[1], key[2], key[0]),
     )
     index = {key: k for k, key in enumerate(kept)}
@@ -165,6 +169,39 @@ def from_paths(
         )
         for w, s, e in kept
     ]
+
+
+def joined(graphs: Sequence[Sequence[Alternative]]) -> list[Alternative]:
+    """Graphs of successive stretches as one: each one's first words follow the last
+    words of the one before (those no word follows)."""
+    out: list[Alternative] = []
+    last: tuple[int, ...] = ()
+    for graph in graphs:
+        if not graph:
+            continue
+        base = len(out)
+        for a in graph:
+            follows = tuple(f + base for f in a.follows) if a.follows else last
+            out.append(Alternative(a.text, a.start, a.end, a.weight, follows))
+        followed = {f for a in graph for f in a.follows}
+        last = tuple(base + k for k in range(len(graph)) if k not in followed)
+    return out
+
+
+def pruned(
+    alternatives: Sequence[Alternative], min_weight: float, keep: Iterable[tuple[str, float]] = ()
+) -> list[Alternative]:
+    """The graph without the words weighted below ``min_weight`` (but those ``keep`` names,
+    by word and start), as if the recognizer had pruned it so."""
+    kept = {(w, round(t, 2)) for w, t in keep}
+    index: dict[int, int] = {}
+    out: list[Alternative] = []
+    for k, a in enumerate(alternatives):
+        if a.weight >= min_weight or (a.text, round(a.start, 2)) in kept:
+            index[k] = len(out)
+            follows = tuple(index[f] for f in a.follows if f in index)
+            out.append(Alternative(a.text, a.start, a.end, a.weight, follows))
+    return out
 
 
 # --- stored with the utterance ---------------------------------------------------------
@@ -195,22 +232,25 @@ def columns(alternatives: Sequence[Alternative]) -> Columns:
 
 _VERSION = 1
 _CENTI = 100  # times are stored in hundredths of a second from the utterance's start
+# a word as stored: start and end (centiseconds after the utterance's start), weight
+# (thousandths), and how many words it follows
+_WORD = np.dtype([("start", "<i4"), ("end", "<i4"), ("weight", "<u2"), ("count", "<u2")])
 
 
 def pack(alternatives: Sequence[Alternative], origin: float) -> bytes:
     """The graph as stored, zlib-compressed: a version byte; the number of words and of
-    links (uint32); each word's start and end (int32 centiseconds after ``origin``,
-    the utterance's start), weight (uint16 thousandths) and number of links (uint16);
-    the links (uint32 word indexes); the words' text, one per line."""
+    links (uint32); each word (:data:`_WORD`; times from ``origin``, the utterance's
+    start); the links (uint32: the word indexes each follows, word after word); the
+    words' text, one per line."""
     c = columns(alternatives)
-    head = np.array([len(c.texts), len(c.follows)], dtype="<u4")
+    words = np.zeros(len(c.texts), dtype=_WORD)
+    words["start"] = np.round((c.starts - origin) * _CENTI)
+    words["end"] = np.round((c.ends - origin) * _CENTI)
+    words["weight"] = np.round(c.weights * 1000)
+    words["count"] = c.counts
     parts = [
-        bytes([_VERSION]),
-        head.tobytes(),
-        np.round((c.starts - origin) * _CENTI).astype("<i4").tobytes(),
-        np.round((c.ends - origin) * _CENTI).astype("<i4").tobytes(),
-        np.round(c.weights * 1000).astype("<u2").tobytes(),
-        c.counts.astype("<u2").tobytes(),
+        struct.pack("<BII", _VERSION, len(c.texts), len(c.follows)),
+        words.tobytes(),
         c.follows.astype("<u4").tobytes(),
         "\n".join(re.sub(r"\s", "_", t) for t in c.texts).encode("utf-8"),
     ]
@@ -220,24 +260,22 @@ def pack(alternatives: Sequence[Alternative], origin: float) -> bytes:
 def unpack(graph: bytes, origin: float) -> Columns:
     """What :func:`pack` stored, with session-absolute times again."""
     raw = zlib.decompress(graph)
-    if raw[0] != _VERSION:
-        raise ValueError(f"word graph of an unknown version {raw[0]}")
-    n, f = np.frombuffer(raw, dtype="<u4", count=2, offset=1)
-    at = 9
-
-    def take(dtype: str, count: int) -> np.ndarray:
-        nonlocal at
-        out = np.frombuffer(raw, dtype=dtype, count=count, offset=at)
-        at += out.nbytes
-        return out
-
-    starts = np.round(origin + take("<i4", n) / _CENTI, 3)
-    ends = np.round(origin + take("<i4", n) / _CENTI, 3)
-    weights = take("<u2", n) / 1000
-    counts = take("<u2", n).astype(np.intp)
-    follows = take("<u4", f).astype(np.intp)
-    texts = tuple(raw[at:].decode("utf-8").split("\n")) if n else ()
-    return Columns(texts, starts, ends, weights, counts, follows)
+    version, n, f = struct.unpack_from("<BII", raw)
+    if version != _VERSION:
+        raise ValueError(f"a word graph of an unknown version ({version})")
+    at = struct.calcsize("<BII")
+    words = np.frombuffer(raw, dtype=_WORD, count=n, offset=at)
+    at += words.nbytes
+    follows = np.frombuffer(raw, dtype="<u4", count=f, offset=at)
+    texts = tuple(raw[at + follows.nbytes :].decode("utf-8").split("\n")) if n else ()
+    return Columns(
+        texts,
+        origin + words["start"] / _CENTI,
+        origin + words["end"] / _CENTI,
+        words["weight"] / 1000,
+        words["count"].astype(np.intp),
+        follows.astype(np.intp),
+    )
 
 
 def alternatives(c: Columns) -> list[Alternative]:
