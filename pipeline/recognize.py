@@ -168,6 +168,12 @@ class PocketSphinxEngine:
         return lattice.from_htk(path.read_text(encoding="utf-8"), duration, best)
 
 
+# Vosk gives this many best paths of an utterance, which make its word graph. It then
+# outputs the best path's words, not its default minimum-Bayes-risk ones (Vosk gives
+# one or the other); 0 turns the alternatives off.
+VOSK_ALTERNATIVES = 10
+
+
 class VoskEngine:
     """Vosk (Kaldi) with a model folder; a fresh recognizer per utterance keeps memory flat."""
 
@@ -185,6 +191,7 @@ class VoskEngine:
         self.rate = _vosk_model_rate(path)
         self.name = f"vosk:{path.name}"
         self._guess = None
+        self._heard: list[Alternative] = []
 
     def partial(self, pcm: bytes) -> str:
         if self._guess is None:
@@ -196,18 +203,51 @@ class VoskEngine:
         self._guess = None
         rec = self._recognizer_class(self._model, self.rate)
         rec.SetWords(True)
+        if VOSK_ALTERNATIVES:
+            rec.SetMaxAlternatives(VOSK_ALTERNATIVES)
         results = []
         step = self.rate // 4 * 2  # a quarter second of bytes
         for i in range(0, len(pcm), step):
             if rec.AcceptWaveform(pcm[i : i + step]):
                 results.append(json.loads(rec.Result()))
         results.append(json.loads(rec.FinalResult()))
-        return [
-            (w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
-            for r in results
-            for w in r.get("result", [])
-            if not _FILLER.match(w["word"])
-        ]
+        if not VOSK_ALTERNATIVES:
+            self._heard = []
+            return [
+                (w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
+                for r in results
+                for w in r.get("result", [])
+                if not _FILLER.match(w["word"])
+            ]
+        return self._best_paths(results)
+
+    def alternatives(self) -> list[Alternative]:
+        return self._heard
+
+    def _best_paths(self, results: list[dict]) -> list[RawWord]:
+        """The words of each result's best path, each as sure as the share of the n best
+        paths that have it there; the paths' word graph becomes the alternatives."""
+        graphs, words = [], []
+        for result in results:
+            paths = [
+                (
+                    float(alt.get("confidence", 0.0)),
+                    [
+                        (w["word"], float(w["start"]), float(w["end"]))
+                        for w in alt.get("result", [])
+                        if not _FILLER.match(w["word"])
+                    ],
+                )
+                for alt in result.get("alternatives", [])
+            ]
+            graph = lattice.from_paths([p for p in paths if p[1]])
+            sure = {(a.text, a.start, a.end): a.weight for a in graph}
+            for text, start, end in paths[0][1] if paths else []:
+                key = (text, round(start, 3), round(end, 3))
+                words.append((text, start, end, sure.get(key, 1.0)))
+            graphs.append(graph)
+        self._heard = lattice.joined(graphs)
+        return words
 
 
 def check_vosk_model(path: Path) -> None:
