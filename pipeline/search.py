@@ -306,17 +306,17 @@ def locate_any(words: list[schema.Word], wanted: list[str]) -> tuple[int, int]:
 
 # --fuzzy: matching by sound (pipeline.phonetic, pipeline.soundalike)
 FUZZY_MIN_SCORE = 0.65  # the knee on the real-speech corpus (bench/findability.py)
-FUZZY_CANDIDATES = 200  # utterances checked by edit distance: those sharing the most trigrams
+FUZZY_CANDIDATES = 100  # utterances checked by edit distance: those sharing the most trigrams
 FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
 # Utterance-trigram pairs a query reads at most: its rarest trigrams are asked for
 # until their utterances add up to this, so a query costs about the same in an
 # archive of any size (a common trigram is in a good share of all utterances).
 FUZZY_POSTINGS = 20_000
 FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common
-# A phrase said across a pause: a candidate is matched with the last seconds of the
-# utterance before it and the first of the one after, if the pause is this long at most
+# A phrase said across a pause: a candidate is matched with the end of the utterance
+# before it and the start of the one after (soundalike.Candidate) if the pause is this
+# long at most
 FUZZY_PAUSE_SECONDS = 2.0
-FUZZY_NEIGHBOUR_SECONDS = 2.0
 _LONGEST_UTTERANCE_SECONDS = 60.0  # the recognizer cuts at 30 s
 
 
@@ -329,17 +329,6 @@ class _Said:
     graph: soundalike.Graph
     next: int | None  # the next utterance of its transcript, if within a pause
     previous: int | None
-
-
-@dataclass(frozen=True)
-class _Unit:
-    """A candidate as matched: its graph between its neighbours' words, and whose words
-    those are (the one before's first, then its own)."""
-
-    graph: soundalike.Graph
-    previous: int | None
-    lead: int  # how many words of the graph are the one before's
-    own: int
 
 
 def fuzzy_search(
@@ -362,21 +351,20 @@ def fuzzy_search(
     with db_errors(engine), DbSession(engine) as db:
         found = _candidates(db, phonetic.trigrams(phones), filters)
         said = _said(db, found)
-        units = [_unit(said, i, filters) for i in found]
-        scorer = soundalike.Scorer(phones, [u.graph for u in units])
+        candidates = [_candidate(said, i, filters) for i in found]
+        scorer = soundalike.Scorer(phones, candidates)
         scores = 1.0 - scorer.distances() / len(phones)
         ranked = sorted(
             (k for k in range(len(found)) if scores[k] >= min_score),
             key=lambda k: (-scores[k], -said[found[k]].at.timestamp(), -found[k]),
         )
-        best: dict[tuple[int, float], tuple[int, soundalike.Path]] = {}
-        for k in ranked:  # the same moment may be a match in two units: the first counts
+        best: dict[tuple[int, float], soundalike.Match] = {}
+        for k in ranked:  # a moment may be matched from two candidates: the first counts
             if len(best) >= limit:
                 break
-            path = scorer.path(k)
-            unit = units[k]
-            begins = unit.previous if path.nodes[0] < unit.lead else found[k]
-            best.setdefault((begins, float(unit.graph.starts[path.nodes[0]])), (k, path))
+            match = scorer.match(k)
+            begins = said[found[k]].previous if match.in_before else found[k]
+            best.setdefault((begins, match.start), match)
         rows = db.scalars(
             select(schema.Utterance)
             .where(schema.Utterance.id.in_([i for i, _ in best]))
@@ -386,27 +374,21 @@ def fuzzy_search(
             )
         ).all()
         by_id = {u.id: u for u in rows}
-        return [
-            _fuzzy_hit(by_id[i], units[k].graph, path, float(scores[k]))
-            for (i, _), (k, path) in best.items()
-        ]
+        return [_fuzzy_hit(by_id[i], match) for (i, _), match in best.items()]
 
 
-def _unit(said: dict[int, _Said], i: int, filters: Filters) -> _Unit:
-    """Candidate ``i``'s graph with its neighbours' nearest words. A match may begin in
-    the one before's (if that passes the filters' times) or its own."""
+def _candidate(said: dict[int, _Said], i: int, filters: Filters) -> soundalike.Candidate:
+    """Utterance ``i`` as matched, with its neighbours within a pause; a match may begin in
+    the one before if that passes the filters' times."""
     utterance = said[i]
-    graph, lead, opens = utterance.graph, 0, 0
     before = said.get(utterance.previous) if utterance.previous is not None else None
-    if before is not None and len(tail := before.graph.tail(FUZZY_NEIGHBOUR_SECONDS)):
-        graph, lead = tail.then(graph), len(tail)
-        opens = 0 if _within(before.at, filters) else lead
-    own = len(graph)
     after = said.get(utterance.next) if utterance.next is not None else None
-    if after is not None:
-        graph = graph.then(after.graph, FUZZY_NEIGHBOUR_SECONDS)
-    graph = replace(graph, opens=range(opens, own))
-    return _Unit(graph, utterance.previous if lead else None, lead, own)
+    return soundalike.Candidate(
+        utterance.graph,
+        before.graph if before is not None else None,
+        after.graph if after is not None else None,
+        before is not None and _within(before.at, filters),
+    )
 
 
 def _within(at: datetime, f: Filters) -> bool:
@@ -414,16 +396,15 @@ def _within(at: datetime, f: Filters) -> bool:
     return (f.since is None or at >= f.since) and (f.until is None or at < f.until)
 
 
-def _fuzzy_hit(utt: schema.Utterance, graph: soundalike.Graph, path, score: float) -> Hit:
-    """A hit at the words of ``graph`` the match went through: its times are theirs, its
-    ``match`` the transcript's words said then, ``heard`` the words matched."""
-    start = float(graph.starts[path.nodes[0]])
-    end = float(graph.ends[path.nodes[-1]])
+def _fuzzy_hit(utt: schema.Utterance, match: soundalike.Match) -> Hit:
+    """A hit at the words the match went through: its times are theirs, its ``match``
+    the transcript's words said then, ``heard`` the words matched."""
+    start, end = match.start, match.end
     said = [k for k, w in enumerate(utt.words) if w.end > start and w.start < end]
     if not said and utt.words:  # the words matched lie between the transcript's
         said = [min(range(len(utt.words)), key=lambda k: abs(utt.words[k].start - start))]
     first, last = (said[0], said[-1] + 1) if said else (0, 0)
-    hit = _hit_at(utt, first, last, round(score, 3))
+    hit = _hit_at(utt, first, last, round(match.score, 3))
     segment, offset = _segment_at(utt.session, start)
     return replace(
         hit,
@@ -432,7 +413,7 @@ def _fuzzy_hit(utt: schema.Utterance, graph: soundalike.Graph, path, score: floa
         at=utt.session.started_at + timedelta(seconds=start),
         segment=segment,
         segment_offset=offset,
-        heard=tuple(graph.texts[n] for n in path.nodes),
+        heard=match.words,
     )
 
 
@@ -461,8 +442,26 @@ def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[in
         return []
     voted, which = np.unique(np.concatenate(ids), return_inverse=True)
     votes = np.bincount(which, weights=np.concatenate(weights))
+    voted, votes = _with_next(voted, votes)
     order = np.lexsort((-voted, -votes))  # most votes first, then newest
     return _passing(db, [int(i) for i in voted[order]], filters)
+
+
+def _with_next(voted: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each utterance's votes with those of the next one: a phrase said across a pause
+    has half its trigrams in each, and is matched from the first (see
+    :func:`fuzzy_search`). The next one is taken to be the next id, as the indexer
+    writes a session's utterances in order (where two sessions' interleave, a
+    candidate is chosen by its own votes, with some noise); an utterance with no
+    votes of its own before one that has some joins them with those.
+    """
+    later = np.searchsorted(voted, voted + 1)
+    has = later < len(voted)
+    has[has] = voted[later[has]] == voted[has] + 1
+    paired = votes + np.where(has, votes[np.minimum(later, len(votes) - 1)], 0.0)
+    earlier = voted - 1
+    lone = ~np.isin(earlier, voted) & (earlier > 0)
+    return np.concatenate([voted, earlier[lone]]), np.concatenate([paired, votes[lone]])
 
 
 def _passing(db: DbSession, ranked: list[int], filters: Filters) -> list[int]:
@@ -530,7 +529,7 @@ def _said(db: DbSession, ids: list[int], *, neighbours: bool = True) -> dict[int
     out: dict[int, _Said] = {}
     for i, start, at, _, packed, following, previous in rows:
         if packed is not None:
-            graph = soundalike.Graph.of_columns(lattice.unpack(packed, start))
+            graph = soundalike.Graph(*lattice.unpack(packed, start))
         else:
             graph = soundalike.Graph.of_words(*words[i])
         when = datetime.fromisoformat(at).replace(tzinfo=UTC)  # stored as naive UTC text

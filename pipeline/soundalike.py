@@ -12,15 +12,21 @@ word the recognizer doubted costs :data:`DOUBT_COST` per nat of its weight
 (``-ln weight``): the transcript's words cost about nothing, a word it gave
 1 % of its belief costs 0.46 phonemes.
 
-:func:`distances` scores many graphs at once (numpy, vectorized over every
-phoneme of every graph); :meth:`Scorer.path` then says which words matched.
+A phrase may be said across a pause, which ends one utterance and begins
+the next: a :class:`Candidate` is its utterance's graph with the last words
+of the one before (where a match may begin too) and the first words of the
+one after (where it may only go on).
+
+:class:`Scorer` matches a query against many candidates at once (numpy,
+vectorized over every phoneme of every candidate), then traces the best
+matches back to the words they went through.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import numpy as np
@@ -33,9 +39,11 @@ PARTIAL_WORD_COST = 0.5
 INDEL_COST = 1.0
 NEAR_COST = 0.5  # a substitution between similar sounds (see _CLASSES)
 DOUBT_COST = 0.1  # per nat of doubt (-ln weight) in a word the match goes through
-# Extra heard phonemes may run on through this many word boundaries (a whole
-# extra word and then some): longer runs cost more than any hit can.
-INSERTION_WORDS = 2
+# Extra heard phonemes may run on across this many word boundaries: one lets a whole
+# extra word be heard between two of the query's ("made the amiable"); each costs a
+# pass over every position per query phoneme.
+INSERTION_WORDS = 1
+NEIGHBOUR_SECONDS = 2.0  # how much of the utterances before and after a candidate is matched
 
 # sounds that recognizers confuse most: voiced/unvoiced pairs and manner classes
 _CLASSES = [
@@ -91,9 +99,7 @@ def _ids(word: str) -> np.ndarray:
 class Graph:
     """What an utterance may have said: its words, in time order, each with its times,
     the recognizer's weight for it, and the words it may follow (``counts[k]`` of
-    them for word k, listed in ``follows`` word after word). A match may begin only
-    in the words ``opens`` (the others are its neighbours' words it may run into).
-    """
+    them for word k, listed in ``follows`` word after word)."""
 
     texts: tuple[str, ...]
     starts: np.ndarray
@@ -101,7 +107,6 @@ class Graph:
     weights: np.ndarray
     counts: np.ndarray
     follows: np.ndarray
-    opens: range
 
     @classmethod
     def of_words(cls, texts: Sequence[str], starts: Sequence[float], ends: Sequence[float]):
@@ -116,81 +121,47 @@ class Graph:
             np.ones(n),
             counts,
             np.arange(max(n - 1, 0), dtype=np.intp),
-            range(n),
         )
 
     @classmethod
     def of_alternatives(cls, alternatives: Sequence[Alternative]) -> Graph:
-        return cls.of_columns(lattice.columns(alternatives))
-
-    @classmethod
-    def of_columns(cls, c: lattice.Columns) -> Graph:
-        return cls(c.texts, c.starts, c.ends, c.weights, c.counts, c.follows, range(len(c.texts)))
+        return cls(*lattice.columns(alternatives))
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def then(self, following: Graph, seconds: float = math.inf) -> Graph:
-        """This graph, and the words of the following one that start within ``seconds``
-        of its start (a phrase said across a pause). Its first words follow this one's
-        last; a match still begins only where this one's may."""
-        if not len(following) or not len(self):
-            return self if len(self) else replace(following, opens=range(0))
-        taken = int(np.searchsorted(following.starts, following.starts[0] + seconds))
-        counts = following.counts[:taken]
-        follows = following.follows[: int(counts.sum())] + len(self)
-        unfollowed = np.ones(len(self), dtype=bool)
-        unfollowed[self.follows] = False
-        last = np.flatnonzero(unfollowed)  # this graph's ends: none follows them
-        sources = counts == 0
-        # each of the next one's beginnings follows each end, spliced in where its list
-        # would be
-        at = np.repeat((np.cumsum(counts) - counts)[sources], len(last))
-        follows = np.insert(follows, at, np.tile(last, int(sources.sum())))
-        return Graph(
-            self.texts + following.texts[:taken],
-            np.concatenate([self.starts, following.starts[:taken]]),
-            np.concatenate([self.ends, following.ends[:taken]]),
-            np.concatenate([self.weights, following.weights[:taken]]),
-            np.concatenate([self.counts, np.where(sources, len(last), counts)]),
-            np.concatenate([self.follows, follows]),
-            self.opens,
-        )
 
-    def tail(self, seconds: float) -> Graph:
-        """The words that start within ``seconds`` of this graph's end."""
-        if not len(self):
-            return self
-        kept = self.starts >= self.ends.max() - seconds
-        if kept.all():
-            return self
-        index = np.cumsum(kept) - 1  # old word → new word
-        owner = np.repeat(np.arange(len(self)), self.counts)
-        link = kept[owner] & kept[self.follows]
-        return Graph(
-            tuple(t for t, k in zip(self.texts, kept, strict=True) if k),
-            self.starts[kept],
-            self.ends[kept],
-            self.weights[kept],
-            np.bincount(index[owner[link]], minlength=int(kept.sum())),
-            index[self.follows[link]],
-            range(int(kept.sum())),
-        )
+@dataclass(frozen=True)
+class Candidate:
+    """An utterance's graph as matched: with the last :data:`NEIGHBOUR_SECONDS` of the
+    utterance before (``before``), where a match may begin if ``may_begin_before``,
+    and the first of the one after (``after``), where it may only go on."""
+
+    own: Graph
+    before: Graph | None = None
+    after: Graph | None = None
+    may_begin_before: bool = True
 
 
 @dataclass(frozen=True)
-class Path:
-    """Where a query matched in a graph: the nodes it went through, and how well."""
+class Match:
+    """Where a query matched in a candidate: the words it went through, and how well."""
 
-    nodes: tuple[int, ...]  # node indexes, in order
+    words: tuple[str, ...]
+    start: float  # the first word's start, the last word's end
+    end: float
+    in_before: bool  # it begins in the utterance before the candidate's
     distance: float
     score: float  # 1 - distance / query phonemes; 1.0 is an exact sound match
 
 
-class Scorer:
-    """The match of one query against many graphs, computed for all at once.
+_BEFORE, _OWN, _AFTER, _END = 0, 1, 2, 3  # the parts of a candidate, and its end mark
 
-    Every phoneme of every graph is a position of one flat array; the edit
+
+class Scorer:
+    """The match of one query against many candidates, computed for all at once.
+
+    Every phoneme of every candidate is a position of one flat array; the edit
     distance is computed row by row over the query's phonemes, each row
     vectorized over all positions. A position's predecessor is the phoneme
     before it in its word, or for a word's first phoneme the last phonemes of
@@ -199,126 +170,195 @@ class Scorer:
     word boundaries.
     """
 
-    def __init__(self, query: Sequence[str], graphs: Sequence[Graph]) -> None:
+    def __init__(self, query: Sequence[str], candidates: Sequence[Candidate]) -> None:
         self.query = list(query)
-        self.graphs = list(graphs)
+        self.count = len(candidates)
+        self._assemble(candidates or [Candidate(Graph.of_words([], [], []))])
         self._flatten()
         self.rows = self._run()
 
-    def _flatten(self) -> None:
-        """The flat arrays: each graph's words' phonemes, then one that never matches (so
-        no graph is empty), and per position what the recurrence needs."""
-        graphs = self.graphs
-        ids = [_ids(t) for g in graphs for t in g.texts]
-        first_node = np.cumsum([0] + [len(g) + 1 for g in graphs])  # +1: the end's sentinel
-        n = int(first_node[-1])
-        real = np.ones(n, dtype=bool)
-        real[first_node[1:] - 1] = False
-        length = np.ones(n, dtype=np.intp)
-        length[real] = [len(a) for a in ids]
-        size = int(length.sum())
-        sym = np.full(size, _PAD, dtype=np.intp)
-        if ids:
-            sym[np.repeat(real, length)] = np.concatenate(ids)
-        start = np.cumsum(length) - length  # each node's first position
-        node = np.repeat(np.arange(n), length)  # each position's node
-        local = np.arange(size) - start[node]
-        weights = np.ones(n)
-        opens = np.zeros(n, dtype=bool)
-        counts = np.zeros(n, dtype=np.intp)
-        follows = []
-        for g, graph in enumerate(graphs):
-            weights[first_node[g] : first_node[g + 1] - 1] = graph.weights
-            counts[first_node[g] : first_node[g + 1] - 1] = graph.counts
-            opens[first_node[g] + graph.opens.start : first_node[g] + graph.opens.stop] = True
-            follows.append(graph.follows + first_node[g])
-        doubt = np.where(real, DOUBT_COST * -np.log(np.maximum(weights, 1e-6)), 0.0)
-        word_first = local == 0
-        self.begin = np.where(
-            opens[node], doubt[node] + np.where(word_first, 0.0, PARTIAL_WORD_COST), math.inf
+    # --- the candidates' words, as one graph ------------------------------------------
+
+    def _assemble(self, candidates: Sequence[Candidate]) -> None:
+        """All candidates' words in one list, their parts joined: the words of the one
+        before and after kept only near the candidate's, a part's first words
+        following the last of the part before; each candidate ends with a word that
+        never matches (so none is empty)."""
+        end = Graph(("",), np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1, np.intp), np.zeros(0))
+        parts: list[tuple[Graph, int]] = []
+        opens_before: list[bool] = []
+        for c in candidates:
+            if c.before is not None and len(c.before):
+                parts.append((c.before, _BEFORE))
+            parts.append((c.own, _OWN))
+            if c.after is not None and len(c.after):
+                parts.append((c.after, _AFTER))
+            parts.append((end, _END))
+            opens_before.append(c.may_begin_before)
+        sizes = np.array([len(g) for g, _ in parts], dtype=np.intp)
+        role = np.repeat(np.array([r for _, r in parts], dtype=np.intp), sizes)
+        part = np.repeat(np.arange(len(parts)), sizes)
+        unit = np.cumsum(np.array([r == _END for _, r in parts])) - np.array(
+            [r == _END for _, r in parts]
         )
+        first = np.cumsum(sizes) - sizes  # each part's first word
+        starts = np.concatenate([g.starts for g, _ in parts])
+        ends = np.concatenate([g.ends for g, _ in parts])
+        counts = np.concatenate([g.counts for g, _ in parts]).astype(np.intp)
+        follows = np.concatenate(
+            [g.follows.astype(np.intp) + f for (g, _), f in zip(parts, first, strict=True)]
+        )
+        # the words kept: the part before's last seconds, the part after's first
+        last_end = np.maximum.reduceat(ends, first)[part]
+        first_start = starts[first][part]
+        keep = (
+            ((role == _BEFORE) & (starts >= last_end - NEIGHBOUR_SECONDS))
+            | ((role == _AFTER) & (starts < first_start + NEIGHBOUR_SECONDS))
+            | (role == _OWN)
+            | (role == _END)
+        )
+        owner = np.repeat(np.arange(len(role)), counts)
+        link = keep[owner] & keep[follows]
+        owner, follows = owner[link], follows[link]
+        # the parts joined: a word that follows no kept word follows the previous part's
+        # last words (those no kept word of that part follows)
+        followed = np.zeros(len(role), dtype=bool)
+        followed[follows] = True
+        sink = keep & ~followed & (role != _END)
+        source = keep & (np.bincount(owner, minlength=len(role)) == 0)
+        source &= (role == _OWN) | (role == _AFTER)
+        part_sinks = np.flatnonzero(sink)
+        sink_part = part[part_sinks]
+        lo = np.searchsorted(sink_part, part - 1)  # the previous part's sinks: [lo, hi)
+        hi = np.searchsorted(sink_part, part - 1, side="right")
+        joining = np.flatnonzero(
+            source & (part > 0) & (unit[np.maximum(part - 1, 0)] == unit[part])
+        )
+        many = (hi - lo)[joining]
+        joined_owner = np.repeat(joining, many)
+        step = np.arange(int(many.sum())) - np.repeat(np.cumsum(many) - many, many)
+        joined = part_sinks[np.repeat(lo[joining], many) + step]
+        owner = np.concatenate([owner, joined_owner])
+        follows = np.concatenate([follows, joined])
+        order = np.argsort(owner, kind="stable")
+        owner, follows = owner[order], follows[order]
+        # drop the words not kept, and number the rest
+        number = np.cumsum(keep) - 1
+        texts = [t for g, _ in parts for t in g.texts]
+        kept = np.flatnonzero(keep)
+        self.texts = [texts[k] for k in kept]
+        self.starts, self.ends = starts[kept], ends[kept]
+        self.weights = np.concatenate([g.weights for g, _ in parts])[kept]
+        self.role = role[kept]
+        self.counts = np.bincount(number[owner], minlength=len(kept))
+        self.follows = number[follows]
+        self.unit = unit[part][kept]
+        opens = np.array(opens_before, dtype=bool)[self.unit] if len(kept) else np.zeros(0, bool)
+        self.opens = (self.role == _OWN) | ((self.role == _BEFORE) & opens)
+        self.real = self.role != _END
+
+    # --- positions -----------------------------------------------------------------------
+
+    def _flatten(self) -> None:
+        """Per phoneme position, what the recurrence needs."""
+        ids = [_ids(t) for t in self.texts]
+        n = len(ids)
+        length = np.array([len(a) for a in ids], dtype=np.intp)
+        size = int(length.sum())
+        sym = np.concatenate(ids) if ids else np.zeros(0, dtype=np.intp)
+        start = np.cumsum(length) - length  # each word's first position
+        node = np.repeat(np.arange(n), length)  # each position's word
+        local = np.arange(size) - start[node]
+        doubt = np.where(self.real, DOUBT_COST * -np.log(np.maximum(self.weights, 1e-6)), 0.0)
+        word_first = local == 0
         word_last = local == length[node] - 1
-        self.end = np.where(real[node], np.where(word_last, 0.0, PARTIAL_WORD_COST), math.inf)
+        self.begin = np.where(
+            self.opens[node], doubt[node] + np.where(word_first, 0.0, PARTIAL_WORD_COST), math.inf
+        )
+        self.end = np.where(self.real[node], np.where(word_last, 0.0, PARTIAL_WORD_COST), math.inf)
         self.entry = np.where(word_first, doubt[node], 0.0)
-        self.sym, self.size, self.node = sym, size, node
-        self.local, self.word = local.astype(np.float64), node.astype(np.float64)
-        self.firsts = start
-        # the predecessors of each node's first phoneme: the last phonemes of those it
-        # follows; a node that follows none gets the sentinel (never reachable)
-        slots = np.maximum(counts, 1)
+        self.sym, self.size, self.node, self.firsts = sym, size, node, start
+        # v - lift is compared across the flat array by a running minimum: each word's
+        # values are lifted below all earlier words' (see _runs)
+        self._lift = local * INDEL_COST + node * _BIG
+        # the predecessors of each word's first phoneme: the last phonemes of those it
+        # follows; a word that follows none gets the sentinel (never reachable)
+        slots = np.maximum(self.counts, 1)
         self.pred_start = np.cumsum(slots) - slots
         preds = np.full(int(slots.sum()), size, dtype=np.intp)
-        flat = np.concatenate(follows) if follows else np.zeros(0, dtype=np.intp)
-        owner = np.repeat(np.arange(n), counts)
-        rank = np.arange(len(flat)) - (np.cumsum(counts) - counts)[owner]
-        preds[self.pred_start[owner] + rank] = start[flat] + length[flat] - 1
+        owner = np.repeat(np.arange(n), self.counts)
+        rank = np.arange(len(self.follows)) - (np.cumsum(self.counts) - self.counts)[owner]
+        preds[self.pred_start[owner] + rank] = start[self.follows] + length[self.follows] - 1
         self.preds = preds
-        self.first_node = first_node
-        self.unit = start[first_node[:-1]]
         inner = np.arange(size) - 1
         inner[start] = size  # a first phoneme's predecessors are gathered instead
         self.inner = inner
+        marks = start[~self.real]  # each candidate's end mark: where the next begins
+        self.unit_start = np.concatenate([[0], marks[:-1] + 1]).astype(np.intp)
 
     def _from_preds(self, values: np.ndarray) -> np.ndarray:
         """At each word's first phoneme: the best value among its predecessors."""
         return np.minimum.reduceat(values[self.preds], self.pred_start)
 
-    def _runs(self, a: np.ndarray) -> np.ndarray:
-        """v[j] = min over k <= j in j's word of a[k] + (j - k) * INDEL_COST, all words at once:
-        a running minimum over the flat array, each word lifted below all before it."""
-        big = 1e5  # more than any cost: a later word never sees an earlier one's values
-        lifted = np.minimum(a, big / 2) - self.local * INDEL_COST - self.word * big
-        out = np.minimum.accumulate(lifted) + self.word * big + self.local * INDEL_COST
-        out[out >= big / 4] = math.inf
-        return out
+    def _runs(self, a: np.ndarray, out: np.ndarray) -> None:
+        """out[j] = min over k <= j in j's word of a[k] + (j - k) * INDEL_COST, all words
+        at once: a running minimum over the flat array, each word lifted below all before."""
+        lifted = np.minimum(a, _BIG / 2) - self._lift
+        np.minimum.accumulate(lifted, out=out[: self.size])
+        out[: self.size] += self._lift
+        out[: self.size][out[: self.size] >= _BIG / 4] = math.inf
 
-    def _run(self) -> list[np.ndarray]:
-        """The rows of the edit distance: rows[i][j] is the cost of the query's first i
-        phonemes matched along a path that ends with position j."""
+    def _run(self) -> np.ndarray:
+        """The rows of the edit distance: rows[i, j] is the cost of the query's first i
+        phonemes matched along a path that ends with position j (the last column: the
+        sentinel, never reached)."""
         costs = _costs()
         size = self.size
-        prev = np.full(size + 1, math.inf)  # the extra last cell: the sentinel
-        rows = [prev]
-        if not self.graphs:
+        rows = np.full((len(self.query) + 1, size + 1), math.inf)
+        if not self.count:
             return rows
+        entry = self.entry[self.firsts]
         for i, q in enumerate(self.query, start=1):
+            prev, cur = rows[i - 1], rows[i]
             before = prev[self.inner]
-            before[self.firsts] = self._from_preds(prev) + self.entry[self.firsts]
-            before = np.minimum(before, self.begin + (i - 1) * INDEL_COST)
-            a = np.minimum(
-                before + costs[_ID.get(q, _PAD)][self.sym],  # heard (maybe as another sound)
-                prev[:size] + INDEL_COST,  # not heard
-            )
-            a = np.minimum(a, self.begin + (i + 1) * INDEL_COST)
-            cur = np.append(self._runs(a), math.inf)
-            for _ in range(INSERTION_WORDS):
-                carried = self._from_preds(cur) + self.entry[self.firsts] + INDEL_COST
+            before[self.firsts] = self._from_preds(prev) + entry
+            np.minimum(before, self.begin + (i - 1) * INDEL_COST, out=before)
+            a = before + costs[_ID.get(q, _PAD)][self.sym]  # heard (maybe as another sound)
+            np.minimum(a, prev[:size] + INDEL_COST, out=a)  # not heard
+            np.minimum(a, self.begin + (i + 1) * INDEL_COST, out=a)
+            self._runs(a, cur)
+            for _ in range(INSERTION_WORDS):  # extra heard phonemes across word boundaries
+                carried = self._from_preds(cur) + entry + INDEL_COST
                 a[self.firsts] = np.minimum(a[self.firsts], carried)
-                cur = np.append(self._runs(a), math.inf)
-            rows.append(cur)
-            prev = cur
+                self._runs(a, cur)
         return rows
 
-    def distances(self) -> np.ndarray:
-        """Each graph's best distance (inf for a graph with nothing to hear)."""
-        if not self.query or not self.graphs:
-            return np.full(len(self.graphs), math.inf)
-        return np.minimum.reduceat(self.rows[-1][: self.size] + self.end, self.unit)
+    # --- results ----------------------------------------------------------------------
 
-    def path(self, g: int) -> Path | None:
-        """The best match in graph ``g``, traced back: which of its nodes it went through."""
-        lo = self.unit[g]
-        hi = self.unit[g + 1] if g + 1 < len(self.unit) else self.size
-        last = self.rows[-1][lo:hi] + self.end[lo:hi]
+    def distances(self) -> np.ndarray:
+        """Each candidate's best distance (inf where nothing is heard)."""
+        if not self.query or not self.count:
+            return np.full(self.count, math.inf)
+        return np.minimum.reduceat(self.rows[-1, : self.size] + self.end, self.unit_start)
+
+    def match(self, k: int) -> Match | None:
+        """Candidate ``k``'s best match, traced back to the words it went through."""
+        lo = self.unit_start[k]
+        hi = self.unit_start[k + 1] if k + 1 < self.count else self.size
+        last = self.rows[-1, lo:hi] + self.end[lo:hi]
         j = lo + int(np.argmin(last))
         distance = float(last[j - lo])
         if not math.isfinite(distance):
             return None
-        heard = self._trace(len(self.query), j)
-        base = self.first_node[g]
-        nodes = tuple(dict.fromkeys(int(self.node[p] - base) for p in reversed(heard)))
-        m = len(self.query)
-        return Path(nodes, distance, max(0.0, 1.0 - distance / m))
+        words = list(dict.fromkeys(int(self.node[p]) for p in reversed(self._trace(j))))
+        return Match(
+            tuple(self.texts[w] for w in words),
+            round(float(self.starts[words[0]]), 3),
+            round(float(self.ends[words[-1]]), 3),
+            bool(self.role[words[0]] == _BEFORE),
+            distance,
+            max(0.0, 1.0 - distance / len(self.query)),
+        )
 
     def _before(self, i: int, j: int) -> tuple[float, int | None]:
         """The cost of being just before position j at row i, and whence (None: a start)."""
@@ -329,18 +369,17 @@ class Scorer:
                 best, whence = row[j - 1], j - 1
             return best, whence
         w = self.node[j]
-        lo, hi = self.pred_start[w], self.pred_start[w + 1]
-        for p in self.preds[lo:hi]:
+        for p in self.preds[self.pred_start[w] : self.pred_start[w + 1]]:
             if p < self.size and row[p] + self.entry[j] < best:
                 best, whence = row[p] + self.entry[j], int(p)
         return best, whence
 
-    def _trace(self, i: int, j: int) -> list[int]:
-        """The positions a match ending at (i, j) went through, last first."""
+    def _trace(self, j: int) -> list[int]:
+        """The positions the match ending at position j went through, last first."""
         costs = _costs()
-        heard = []
+        i, heard = len(self.query), []
         while True:
-            value = self.rows[i][j]
+            value = self.rows[i, j]
             if i > 0:
                 before, whence = self._before(i - 1, j)
                 q = _ID.get(self.query[i - 1], _PAD)
@@ -350,7 +389,7 @@ class Scorer:
                         return heard
                     i, j = i - 1, whence
                     continue
-                if math.isclose(value, self.rows[i - 1][j] + INDEL_COST, abs_tol=1e-9):
+                if math.isclose(value, self.rows[i - 1, j] + INDEL_COST, abs_tol=1e-9):
                     i -= 1
                     continue
             before, whence = self._before(i, j)
@@ -360,11 +399,11 @@ class Scorer:
             j = whence
 
 
-def distances(query: Sequence[str], graphs: Sequence[Graph]) -> np.ndarray:
-    """Each graph's best match distance to the query's phonemes."""
-    return Scorer(query, graphs).distances()
+_BIG = 1e5  # more than any cost: lifts each word's values below all earlier words'
 
 
-def best_match(query: Sequence[str], graph: Graph) -> Path | None:
-    """The best match of the query's phonemes in one graph, and its nodes."""
-    return Scorer(query, [graph]).path(0)
+def best_match(query: Sequence[str], candidate: Candidate | Graph) -> Match | None:
+    """The best match of the query's phonemes in one candidate (or one graph)."""
+    if isinstance(candidate, Graph):
+        candidate = Candidate(candidate)
+    return Scorer(query, [candidate]).match(0)
