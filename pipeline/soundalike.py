@@ -38,7 +38,7 @@ from .phonetic import VOWELS, word_phonemes
 PARTIAL_WORD_COST = 0.5
 INDEL_COST = 1.0
 NEAR_COST = 0.5  # a substitution between similar sounds (see _CLASSES)
-DOUBT_COST = 0.1  # per nat of doubt (-ln weight) in a word the match goes through
+DOUBT_COST = 0.2  # per nat of doubt (-ln weight) in a word the match goes through
 # Extra heard phonemes may run on across this many word boundaries: one lets a whole
 # extra word be heard between two of the query's ("made the amiable"); each costs a
 # pass over every position per query phoneme.
