@@ -353,18 +353,7 @@ def fuzzy_search(
         said = _said(db, found)
         candidates = [_candidate(said, i, filters) for i in found]
         scorer = soundalike.Scorer(phones, candidates)
-        scores = 1.0 - scorer.distances() / len(phones)
-        ranked = sorted(
-            (k for k in range(len(found)) if scores[k] >= min_score),
-            key=lambda k: (-scores[k], -said[found[k]].at.timestamp(), -found[k]),
-        )
-        best: dict[tuple[int, float], soundalike.Match] = {}
-        for k in ranked:  # a moment may be matched from two candidates: the first counts
-            if len(best) >= limit:
-                break
-            match = scorer.match(k)
-            begins = said[found[k]].previous if match.in_before else found[k]
-            best.setdefault((begins, match.start), match)
+        best = _best(scorer, [said[i] for i in found], limit=limit, min_score=min_score)
         rows = db.scalars(
             select(schema.Utterance)
             .where(schema.Utterance.id.in_([i for i, _ in best]))
@@ -375,6 +364,27 @@ def fuzzy_search(
         ).all()
         by_id = {u.id: u for u in rows}
         return [_fuzzy_hit(by_id[i], match) for (i, _), match in best.items()]
+
+
+def _best(
+    scorer: soundalike.Scorer, found: list[_Said], *, limit: int, min_score: float
+) -> dict[tuple[int, float], soundalike.Match]:
+    """The best ``limit`` matches scoring at least ``min_score`` (then the newest), by
+    the utterance where each begins and its start: a moment may be matched from two
+    candidates (its own, and the one after), and counts once."""
+    scores = 1.0 - scorer.distances() / len(scorer.query)
+    ranked = sorted(
+        (k for k in range(len(found)) if scores[k] >= min_score),
+        key=lambda k: (-scores[k], -found[k].at.timestamp(), -found[k].id),
+    )
+    best: dict[tuple[int, float], soundalike.Match] = {}
+    for k in ranked:
+        if len(best) >= limit:
+            break
+        match = scorer.match(k)
+        begins = found[k].previous if match.in_before else found[k].id
+        best.setdefault((begins, match.start), match)
+    return best
 
 
 def _candidate(said: dict[int, _Said], i: int, filters: Filters) -> soundalike.Candidate:

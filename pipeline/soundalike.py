@@ -180,81 +180,29 @@ class Scorer:
     # --- the candidates' words, as one graph ------------------------------------------
 
     def _assemble(self, candidates: Sequence[Candidate]) -> None:
-        """All candidates' words in one list, their parts joined: the words of the one
-        before and after kept only near the candidate's, a part's first words
-        following the last of the part before; each candidate ends with a word that
-        never matches (so none is empty)."""
-        end = Graph(("",), np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1, np.intp), np.zeros(0))
-        parts: list[tuple[Graph, int]] = []
-        opens_before: list[bool] = []
-        for c in candidates:
-            if c.before is not None and len(c.before):
-                parts.append((c.before, _BEFORE))
-            parts.append((c.own, _OWN))
-            if c.after is not None and len(c.after):
-                parts.append((c.after, _AFTER))
-            parts.append((end, _END))
-            opens_before.append(c.may_begin_before)
+        """All candidates' words in one list: for each, the words of the one before and
+        after near its own (:func:`_near`), the parts joined (:func:`_links`), then a
+        word that never matches (so no candidate is empty)."""
+        parts = _parts(candidates)
         sizes = np.array([len(g) for g, _ in parts], dtype=np.intp)
-        role = np.repeat(np.array([r for _, r in parts], dtype=np.intp), sizes)
-        part = np.repeat(np.arange(len(parts)), sizes)
-        unit = np.cumsum(np.array([r == _END for _, r in parts])) - np.array(
-            [r == _END for _, r in parts]
-        )
-        first = np.cumsum(sizes) - sizes  # each part's first word
+        part = np.repeat(np.arange(len(parts)), sizes)  # each word's part
+        roles = np.array([r for _, r in parts], dtype=np.intp)
+        part_unit = np.cumsum(roles == _END) - (roles == _END)  # each part's candidate
         starts = np.concatenate([g.starts for g, _ in parts])
         ends = np.concatenate([g.ends for g, _ in parts])
-        counts = np.concatenate([g.counts for g, _ in parts]).astype(np.intp)
-        follows = np.concatenate(
-            [g.follows.astype(np.intp) + f for (g, _), f in zip(parts, first, strict=True)]
-        )
-        # the words kept: the part before's last seconds, the part after's first
-        last_end = np.maximum.reduceat(ends, first)[part]
-        first_start = starts[first][part]
-        keep = (
-            ((role == _BEFORE) & (starts >= last_end - NEIGHBOUR_SECONDS))
-            | ((role == _AFTER) & (starts < first_start + NEIGHBOUR_SECONDS))
-            | (role == _OWN)
-            | (role == _END)
-        )
-        owner = np.repeat(np.arange(len(role)), counts)
-        link = keep[owner] & keep[follows]
-        owner, follows = owner[link], follows[link]
-        # the parts joined: a word that follows no kept word follows the previous part's
-        # last words (those no kept word of that part follows)
-        followed = np.zeros(len(role), dtype=bool)
-        followed[follows] = True
-        sink = keep & ~followed & (role != _END)
-        source = keep & (np.bincount(owner, minlength=len(role)) == 0)
-        source &= (role == _OWN) | (role == _AFTER)
-        part_sinks = np.flatnonzero(sink)
-        sink_part = part[part_sinks]
-        lo = np.searchsorted(sink_part, part - 1)  # the previous part's sinks: [lo, hi)
-        hi = np.searchsorted(sink_part, part - 1, side="right")
-        joining = np.flatnonzero(
-            source & (part > 0) & (unit[np.maximum(part - 1, 0)] == unit[part])
-        )
-        many = (hi - lo)[joining]
-        joined_owner = np.repeat(joining, many)
-        step = np.arange(int(many.sum())) - np.repeat(np.cumsum(many) - many, many)
-        joined = part_sinks[np.repeat(lo[joining], many) + step]
-        owner = np.concatenate([owner, joined_owner])
-        follows = np.concatenate([follows, joined])
-        order = np.argsort(owner, kind="stable")
-        owner, follows = owner[order], follows[order]
-        # drop the words not kept, and number the rest
-        number = np.cumsum(keep) - 1
-        texts = [t for g, _ in parts for t in g.texts]
+        keep = _near(roles[part], part, sizes, starts, ends)
+        owner, follows = _links(parts, sizes, keep, part, roles, part_unit)
+        number = np.cumsum(keep) - 1  # the words kept, numbered again
         kept = np.flatnonzero(keep)
+        texts = [t for g, _ in parts for t in g.texts]
         self.texts = [texts[k] for k in kept]
         self.starts, self.ends = starts[kept], ends[kept]
         self.weights = np.concatenate([g.weights for g, _ in parts])[kept]
-        self.role = role[kept]
+        self.role, self.unit = roles[part][kept], part_unit[part][kept]
         self.counts = np.bincount(number[owner], minlength=len(kept))
         self.follows = number[follows]
-        self.unit = unit[part][kept]
-        opens = np.array(opens_before, dtype=bool)[self.unit] if len(kept) else np.zeros(0, bool)
-        self.opens = (self.role == _OWN) | ((self.role == _BEFORE) & opens)
+        may = np.array([c.may_begin_before for c in candidates] or [False], dtype=bool)
+        self.opens = (self.role == _OWN) | ((self.role == _BEFORE) & may[self.unit])
         self.real = self.role != _END
 
     # --- positions -----------------------------------------------------------------------
@@ -400,6 +348,73 @@ class Scorer:
 
 
 _BIG = 1e5  # more than any cost: lifts each word's values below all earlier words'
+_END_MARK = Graph(("",), np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1, np.intp), np.zeros(0))
+
+
+def _parts(candidates: Sequence[Candidate]) -> list[tuple[Graph, int]]:
+    """Each candidate's graphs, in order, with their role; each ends with the end mark."""
+    parts: list[tuple[Graph, int]] = []
+    for c in candidates:
+        if c.before is not None and len(c.before):
+            parts.append((c.before, _BEFORE))
+        parts.append((c.own, _OWN))
+        if c.after is not None and len(c.after):
+            parts.append((c.after, _AFTER))
+        parts.append((_END_MARK, _END))
+    return parts
+
+
+def _near(
+    role: np.ndarray, part: np.ndarray, sizes: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """Which words to keep: all of a candidate's own, the utterance before's that start
+    in its last :data:`NEIGHBOUR_SECONDS`, the one after's that start in its first."""
+    first = np.cumsum(sizes) - sizes  # each part's first word
+    last_end = np.maximum.reduceat(ends, first)[part]
+    first_start = starts[first][part]
+    return (
+        ((role == _BEFORE) & (starts >= last_end - NEIGHBOUR_SECONDS))
+        | ((role == _AFTER) & (starts < first_start + NEIGHBOUR_SECONDS))
+        | (role == _OWN)
+        | (role == _END)
+    )
+
+
+def _links(
+    parts: list[tuple[Graph, int]],
+    sizes: np.ndarray,
+    keep: np.ndarray,
+    part: np.ndarray,
+    roles: np.ndarray,
+    part_unit: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which kept word follows which, as (word, word it follows) arrays sorted by word:
+    each part's own links between kept words, and a candidate's words that follow
+    none (its own first, the one after's first) following the last words of the part
+    before it (those no kept word of that part follows)."""
+    first = np.cumsum(sizes) - sizes
+    counts = np.concatenate([g.counts for g, _ in parts]).astype(np.intp)
+    follows = np.concatenate(
+        [g.follows.astype(np.intp) + f for (g, _), f in zip(parts, first, strict=True)]
+    )
+    owner = np.repeat(np.arange(len(part)), counts)
+    link = keep[owner] & keep[follows]
+    owner, follows = owner[link], follows[link]
+    role = roles[part]
+    followed = np.zeros(len(part), dtype=bool)
+    followed[follows] = True
+    sinks = np.flatnonzero(keep & ~followed & (role != _END))
+    source = keep & (np.bincount(owner, minlength=len(part)) == 0)
+    source &= (role == _OWN) | (role == _AFTER)
+    same = part_unit[np.maximum(part - 1, 0)] == part_unit[part]  # the part before is its
+    joining = np.flatnonzero(source & (part > 0) & same)
+    lo = np.searchsorted(part[sinks], part[joining] - 1)  # the part before's: [lo, hi)
+    many = np.searchsorted(part[sinks], part[joining] - 1, side="right") - lo
+    step = np.arange(int(many.sum())) - np.repeat(np.cumsum(many) - many, many)
+    owner = np.concatenate([owner, np.repeat(joining, many)])
+    follows = np.concatenate([follows, sinks[np.repeat(lo, many) + step]])
+    order = np.argsort(owner, kind="stable")
+    return owner[order], follows[order]
 
 
 def best_match(query: Sequence[str], candidate: Candidate | Graph) -> Match | None:
