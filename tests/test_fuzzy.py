@@ -3,7 +3,8 @@
 The archive is real human speech (tests/data/corpus: LibriVox sentences and a
 Beckett line) ingested through the real processes with PocketSphinx, which
 gets about one word in three wrong on it; the phrases are runs of 3 words of
-the reference transcripts.
+the reference transcripts. With each utterance the recognizer keeps the other
+words it weighed (its alternatives), where a phrase it misheard is often found.
 """
 
 from __future__ import annotations
@@ -163,9 +164,11 @@ def test_the_cli_shows_each_hits_score(cli, corpus_home):
     result = cli("search", "--fuzzy", "ill disposed young", "--home", corpus_home.root)
     assert result.exit_code == 0, result.output
     assert "score" in result.stdout and "until this blows young" in result.stdout
+    assert "heard" in result.stdout and "until disposed young" in result.stdout
     as_json = cli("search", "--fuzzy", "ill disposed young", "--json", "--home", corpus_home.root)
     [hit] = json.loads(as_json.stdout)["hits"]
     assert hit["match"] == "until this blows young" and FUZZY_MIN_SCORE <= hit["score"] < 1
+    assert hit["heard"] == "until disposed young"  # "disposed" was in the lattice
     plain = cli("search", "rather cold hearted", "--json", "--home", corpus_home.root)
     assert "score" not in json.loads(plain.stdout)["hits"][0]
     nothing = cli("search", "--fuzzy", "winter of despair", "--home", corpus_home.root)
