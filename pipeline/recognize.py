@@ -164,8 +164,10 @@ class PocketSphinxEngine:
             return []
         path = Path(self._scratch.name) / "utterance.slf"
         graph.write_htk(str(path))
+        slf = path.read_text(encoding="utf-8")
+        path.unlink()  # a recognizer killed mid-run leaves an empty folder at most
         best = [(text, start) for text, start, _, _ in words]
-        return lattice.from_htk(path.read_text(encoding="utf-8"), duration, best)
+        return lattice.from_htk(slf, duration, best)
 
 
 # Vosk gives this many best paths of an utterance, which make its word graph. It then
