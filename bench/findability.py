@@ -5,6 +5,7 @@ Run from the project root::
     uv run python bench/findability.py                 # ../shared/corpus, else tests/data/corpus
     uv run python bench/findability.py --corpus DIR    # a folder with transcripts.json
     uv run python bench/findability.py -v              # also each phrase and its best hit
+    uv run python bench/findability.py --without-alternatives  # the words alone, to compare
 
 Each clip of the corpus (real human speech with a reference transcript) is
 ingested through the real pipeline (``pipeline.supervisor.ingest``, the
@@ -21,18 +22,24 @@ bundled PocketSphinx), one session per clip.
   answers nothing at or above the cut-off.
 
 It prints the found rate of exact and fuzzy search, the rejected rate, the
-same for a range of cut-offs (to tune ``FUZZY_MIN_SCORE``), and fuzzy query
-latency. Goals: fuzzy finds >= 90 % of spoken phrases, rejects >= 90 % of
-unspoken ones. It reports, it does not judge (exit 0 when it could measure).
+same for a range of cut-offs (``FUZZY_MIN_SCORE`` is chosen on other speech,
+``bench/tune_fuzzy.py``), and fuzzy query latency. ``--without-alternatives``
+forgets the recognizer's alternatives once the corpus is ingested, so fuzzy
+search matches the transcripts' words alone (as before there were any).
+Goals: fuzzy finds >= 90 % of spoken phrases, rejects >= 90 % of unspoken ones.
+It reports, it does not judge (exit 0 when it could measure).
 
 At scale (``--distractor-hours N``): N hours of synthetic transcripts (one
 session an hour, ~150 words a minute, utterances of 6-14 words) are first
 written through the real indexer (``pipeline.index.Indexer``), older than the
 corpus. Their words are drawn by their unigram frequency in PocketSphinx's own
-English language model (no word order: a bag of likely words). It then also
-prints the top-3 rate (the right hit among the first three) and fuzzy latency
-on that archive. There the unspoken phrases are no fair test: made of common
-words, they are (nearly) said somewhere in the distractors.
+English language model (no word order: a bag of likely words), and each has
+alternatives like those of a PocketSphinx lattice (:func:`alternatives_for`:
+competitors that begin with the same sound, weights as measured on the
+corpus), unless ``--plain-distractors``. It then also prints the top-3 rate
+(the right hit among the first three) and fuzzy latency on that archive.
+There the unspoken phrases are no fair test: made of common words, they are
+(nearly) said somewhere in the distractors.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import contextlib
 import json
 import re
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -93,14 +101,18 @@ SESSION_SECONDS = 3600.0
 
 
 def word_sampler(seed: int = 7):
-    """Sentences of words drawn by their frequency in PocketSphinx's English model.
+    """Sentences of words drawn by their frequency in PocketSphinx's English model, and
+    words that sound a little like a given one (its competitors in a lattice).
 
     Each word of the pronouncing dictionary is drawn with its unigram probability
     (``NGramModel.prob``; its ARPA export crashes here, so the bigrams are not
-    used): the words, and how common each is, that the recognizer outputs.
+    used): the words, and how common each is, that the recognizer outputs. A
+    competitor is drawn the same way among the words that begin with the same
+    sound.
     """
     import itertools
     import random
+    from collections import defaultdict
 
     from pocketsphinx import Config, LogMath, NGramModel, get_model_path
 
@@ -109,29 +121,81 @@ def word_sampler(seed: int = 7):
     config, logmath = Config(), LogMath()  # kept alive while the model is used
     model = NGramModel(config, logmath, str(Path(get_model_path()) / "en-us" / "en-us.lm.bin"))
     words, weights = [], []
-    for word in dictionary():
+    by_sound: dict[str, tuple[list[str], list[float]]] = defaultdict(lambda: ([], []))
+    for word, phones in dictionary().items():
         log = model.prob([word])
         if log > -10_000_000 and word.isalpha():  # the model knows it
             words.append(word)
             weights.append(1.0001**log)  # LogMath's default base
+            by_sound[phones.split()[0]][0].append(word)
+            by_sound[phones.split()[0]][1].append(1.0001**log)
     cumulative = list(itertools.accumulate(weights))
+    alike = {k: (w, list(itertools.accumulate(p))) for k, (w, p) in by_sound.items()}
+    first_sound = {w: p.split()[0] for w, p in dictionary().items()}
     rng = random.Random(seed)
 
     def sentence(length: int) -> list[str]:
         return rng.choices(words, cum_weights=cumulative, k=length)
 
-    return sentence, rng
+    def competitors(word: str, k: int) -> list[str]:
+        pool, cum = alike[first_sound[word]]
+        return rng.choices(pool, cum_weights=cum, k=k)
+
+    return sentence, competitors, rng
 
 
-def add_distractors(home, hours: float) -> int:
-    """Write ``hours`` of synthetic transcripts through the real indexer; their count."""
+# What a PocketSphinx lattice holds per word it outputs (the corpus's utterances,
+# pruned as the recognizer prunes them): the posterior of the word output, by quantile
+# (a quarter of them below 0.21: it was unsure), and about 3.7 competitors sharing
+# the rest of the belief, most of them given a few percent.
+BEST_WEIGHT_QUANTILES = (
+    (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+    (0.01, 0.06, 0.21, 0.87, 0.99, 1.0, 1.0),
+)
+COMPETITORS_PER_WORD = 3.7
+
+
+def alternatives_for(words, competitors, rng):
+    """A word graph like a PocketSphinx lattice's around these words: each word with
+    competitors that sound a little like it, at about its times, sharing the belief
+    the word did not get; each follows all of the word before's."""
+    import numpy as np
+
+    from pipeline.lattice import MIN_WEIGHT
+    from pipeline.messages import Alternative
+
+    out: list[Alternative] = []
+    before: tuple[int, ...] = ()
+    for w in words:
+        best = float(np.interp(rng.random(), *BEST_WEIGHT_QUANTILES))
+        k = int(np.random.default_rng(rng.randrange(2**32)).poisson(COMPETITORS_PER_WORD))
+        shares = np.random.default_rng(rng.randrange(2**32)).dirichlet([0.5] * k) if k else []
+        slot = [(w.text, w.start, w.end, best)] + [
+            (other, w.start + rng.choice((-0.02, -0.01, 0, 0.01, 0.02)), w.end, (1 - best) * share)
+            for other, share in zip(competitors(w.text, k), shares, strict=True)
+        ]
+        here = []
+        for text, start, end, weight in sorted(slot, key=lambda s: s[1]):
+            if weight >= MIN_WEIGHT or text == w.text:
+                here.append(len(out))
+                out.append(Alternative(text, round(start, 2), end, round(weight, 3), before))
+        before = tuple(here)
+    return tuple(out)
+
+
+def add_distractors(home, hours: float, *, plain: bool = False) -> int:
+    """Write ``hours`` of synthetic transcripts through the real indexer; their count.
+
+    Each utterance has alternatives like a PocketSphinx lattice's
+    (:func:`alternatives_for`), unless ``plain``.
+    """
     from datetime import UTC, datetime, timedelta
 
     from pipeline.database import open_archive
     from pipeline.index import BATCH_MAX, Indexer
     from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
 
-    sentence, rng = word_sampler()
+    sentence, competitors, rng = word_sampler()
     engine = open_archive(home)
     indexer = Indexer(engine)
     first = datetime.now(UTC) - timedelta(days=400)
@@ -145,9 +209,19 @@ def add_distractors(home, hours: float) -> int:
         while at < seconds:
             words = []
             for text in sentence(rng.randint(6, 14)):
-                words.append(Word(text, at, at + 0.3, 0.9))
+                words.append(Word(text, round(at, 2), round(at + 0.3, 2), 0.9))
                 at += 1 / WORDS_PER_SECOND
-            batch.append(Utterance(key, words[0].start, words[-1].end, tuple(words), "synthetic"))
+            heard = () if plain else alternatives_for(words, competitors, rng)
+            batch.append(
+                Utterance(
+                    key,
+                    words[0].start,
+                    words[-1].end,
+                    tuple(words),
+                    "synthetic",
+                    alternatives=heard,
+                )
+            )
             count += 1
             at += rng.uniform(0.3, 2.0)
             if len(batch) >= BATCH_MAX:
@@ -169,6 +243,14 @@ def main() -> None:
     parser.add_argument(
         "--distractor-hours", type=float, default=0.0, help="synthetic transcripts to add"
     )
+    parser.add_argument(
+        "--plain-distractors", action="store_true", help="distractors without alternatives"
+    )
+    parser.add_argument(
+        "--without-alternatives",
+        action="store_true",
+        help="forget the corpus's alternatives once ingested: fuzzy search on the words alone",
+    )
     args = parser.parse_args()
 
     from pipeline.archive import Archive
@@ -188,9 +270,12 @@ def main() -> None:
         report = ingest(sorted(clips), home)
         if report.failed:
             raise SystemExit(f"ingest failed: {report.failed}")
+        if args.without_alternatives:  # (their trigrams stay in the phonetic index)
+            with contextlib.closing(sqlite3.connect(home.db_path)) as con, con:
+                con.execute("DELETE FROM alternatives")
         if args.distractor_hours > 0:
             t0 = time.perf_counter()
-            utterances = add_distractors(home, args.distractor_hours)
+            utterances = add_distractors(home, args.distractor_hours, plain=args.plain_distractors)
             print(
                 f"distractors: {args.distractor_hours:g} h, {utterances} utterances, "
                 f"written in {time.perf_counter() - t0:.0f} s"

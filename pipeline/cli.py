@@ -735,6 +735,7 @@ def search(
     table.add_column("where", overflow="fold")
     table.add_column("text", ratio=1)
     if fuzzy:
+        table.add_column("heard", ratio=1)
         table.add_column("score", justify="right")
     machines = len({h.recorder for h in hits}) > 1 or archive.home.shared
     for h in hits:
@@ -744,7 +745,7 @@ def search(
         if machines:  # a shared archive: which machine's disk has the audio
             where = f"{h.recorder}: {where}"
         text = _in_context(h, *around[h.id]) if h.id in around else _highlight(h)
-        score = [f"{h.score:.2f}"] if fuzzy else []
+        score = [" ".join(h.heard or ()), f"{h.score:.2f}"] if fuzzy else []
         table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text, *score)
     out.print(table)
 
@@ -984,6 +985,7 @@ def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dic
         "match": " ".join(h.words[h.match[0] : h.match[1]]),
         "engine": h.engine,
         **({} if h.score is None else {"score": h.score}),
+        **({} if h.heard is None else {"heard": " ".join(h.heard)}),
         **extra,
     }
 

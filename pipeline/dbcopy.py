@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session as DbSession
 
-from . import indexes, schema
+from . import indexes, lattice, schema
 from .database import db_errors, migrate, where
 
 BATCH_ROWS = 5000
@@ -158,6 +158,7 @@ def _copy_utterances(
         word["utterance_id"] = new_id[word["utterance_id"]]
     for k in range(0, len(words), BATCH_ROWS):
         dst.execute(insert(w), words[k : k + BATCH_ROWS])
+    heard = _copy_alternatives(src, dst, new_id)
     return [
         indexes.Row(
             new_id[r["id"]],
@@ -166,9 +167,25 @@ def _copy_utterances(
             said[r["id"]],
             session_id,
             transcripts.get(r["transcript_id"]),
+            lattice.alternatives(lattice.unpack(heard[r["id"]], r["start"]))
+            if r["id"] in heard
+            else (),
         )
         for r, key in zip(rows, keys, strict=True)
     ]
+
+
+def _copy_alternatives(src: DbSession, dst: DbSession, new_id: dict[int, int]) -> dict:
+    """The utterances' word graphs, as they are (packed); source id → graph."""
+    a = schema.Base.metadata.tables["alternatives"]
+    graphs = dict(
+        src.execute(
+            select(a.c.utterance_id, a.c.graph).where(a.c.utterance_id.in_(list(new_id)))
+        ).all()
+    )
+    if graphs:
+        dst.execute(insert(a), [{"utterance_id": new_id[i], "graph": g} for i, g in graphs.items()])
+    return graphs
 
 
 def _free_keys(dst: DbSession, keys: list[int]) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import selectinload
 
-from . import indexes, schema
+from . import indexes, lattice, schema
 from .config import Home
 from .database import db_errors, open_database
 from .errors import PipelineError
 from .messages import (
+    Alternative,
     AudioDeleted,
     ChildFailed,
     Indexed,
@@ -76,7 +78,8 @@ class Indexer:
         self._transcripts: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._waiting: dict[str, list] = defaultdict(list)
         self._counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # utterances, words
-        self._added: list[schema.Utterance] = []  # this transaction's, for the phonetic index
+        # this transaction's utterances and their alternatives, for the search indexes
+        self._added: list[tuple[schema.Utterance, Sequence[Alternative]]] = []
         self._keys: set[int] = set()  # time keys this transaction has given out
 
     def _known(self, db: DbSession, key: str) -> int | None:
@@ -136,9 +139,15 @@ class Indexer:
         db.flush()
         rows = [
             indexes.Row(
-                u.id, u.time_key, u.text, [w.text for w in u.words], u.session_id, u.transcript_id
+                u.id,
+                u.time_key,
+                u.text,
+                [w.text for w in u.words],
+                u.session_id,
+                u.transcript_id,
+                alternatives,
             )
-            for u in self._added
+            for u, alternatives in self._added
         ]
         indexes.of(db).add(db.connection(), rows, self.recorder)
         self._added = []
@@ -336,15 +345,15 @@ class Indexer:
             for utt in db.scalars(
                 select(schema.Utterance)
                 .where(schema.Utterance.transcript_id == old)
-                .options(selectinload(schema.Utterance.words))
+                .options(
+                    selectinload(schema.Utterance.words),
+                    selectinload(schema.Utterance.alternatives),
+                )
             ):
                 if not _heard(utt, msg.runs, msg.rate):
-                    # carried over: it keeps the engine that heard it
-                    copy = _utterance_row(
-                        utt.session_id, transcript_id, utt, utt.at, self._time_key(db, utt.at)
-                    )
+                    copy = _copy(utt, transcript_id, self._time_key(db, utt.at))
                     db.add(copy)
-                    self._added.append(copy)
+                    self._added.append((copy, _alternatives_of(utt)))
         db.get(schema.Transcript, transcript_id).finished_at = datetime.now(UTC)
         session.transcript_id = transcript_id
         self._transcripts.pop(key, None)
@@ -354,8 +363,10 @@ class Indexer:
     ) -> None:
         at = self._started[msg.session] + timedelta(seconds=msg.start)
         utt = _utterance_row(session_id, transcript_id, msg, at, self._time_key(db, at))
+        if msg.alternatives:
+            utt.alternatives = schema.Alternatives(graph=lattice.pack(msg.alternatives, msg.start))
         db.add(utt)
-        self._added.append(utt)
+        self._added.append((utt, msg.alternatives))
         counts = self._counts[msg.session]
         counts[0] += 1
         counts[1] += len(msg.words)
@@ -426,10 +437,26 @@ def _has_event(db: DbSession, session_id: int, msg: SessionEvent) -> bool:
     )
 
 
+def _alternatives_of(utt: schema.Utterance) -> list[Alternative]:
+    """A stored utterance's alternatives (none if it has none)."""
+    if utt.alternatives is None:
+        return []
+    return lattice.alternatives(lattice.unpack(utt.alternatives.graph, utt.start))
+
+
 def _heard(utt: schema.Utterance, runs: tuple[tuple[int, int], ...], rate: int) -> bool:
     """Whether an utterance lies (mostly) in audio that a reindex recognized again."""
     middle = round((utt.start + utt.end) / 2 * rate)
     return any(start <= middle < end for start, end in runs)
+
+
+def _copy(utt: schema.Utterance, transcript_id: int, time_key: int) -> schema.Utterance:
+    """An utterance carried into a newer transcript; it keeps the engine that heard it,
+    and what else that engine heard."""
+    row = _utterance_row(utt.session_id, transcript_id, utt, utt.at, time_key)
+    if utt.alternatives is not None:
+        row.alternatives = schema.Alternatives(graph=utt.alternatives.graph)
+    return row
 
 
 def _utterance_row(

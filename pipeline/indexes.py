@@ -23,12 +23,17 @@ PostgreSQL's ``ts_rank``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, text
 
 from . import fulltext, phonetic
 from .fulltext import fts_to_tsquery, phrase_tsquery, tsvector_literal
+
+if TYPE_CHECKING:
+    from .messages import Alternative
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Row:
     words: list[str]
     session_id: int
     transcript_id: int | None
+    alternatives: Sequence[Alternative] = ()  # what else the recognizer heard (lattice)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,11 @@ class SqliteIndexes:
     def add(self, connection, rows: list[Row], recorder: str) -> None:
         """Index new utterances: word pairs and sounds (FTS5 triggers do the words)."""
         fulltext.index_pairs(connection, [(r.time_key, r.text) for r in rows])
-        phonetic.index_utterances(connection, [(r.utterance_id, r.words) for r in rows])
+        phonetic.index_utterances(
+            connection,
+            [(r.utterance_id, r.words) for r in rows],
+            {r.utterance_id: r.alternatives for r in rows if r.alternatives},
+        )
 
     def words(self, words: list[str] | None, fts: str | None, rank: bool) -> WordsQuery:
         """Utterances with the phrase ``words``, or matching the FTS5 query ``fts``."""
@@ -108,11 +118,11 @@ class SqliteIndexes:
             ).all()
         )
 
-    def sound_source(self) -> tuple[str, str]:
-        """FROM (joined to ``utterances AS u``) and the condition for one trigram ``:term``."""
-        return (
-            f"{phonetic.TABLE} AS p JOIN utterances AS u ON u.id = p.rowid",
-            f"{phonetic.TABLE} MATCH :term",
+    def sound_postings(self):
+        """The ids of the utterances with one trigram (``:term``), comma-separated in one
+        value: bare postings (no join) and one value are what make them cheap to read."""
+        return text(
+            f"SELECT group_concat(rowid) FROM {phonetic.TABLE} WHERE {phonetic.TABLE} MATCH :term"
         )
 
     @staticmethod
@@ -145,7 +155,7 @@ class PostgresIndexes:
                 for r in rows
             ],
         )
-        sounds = [(r.utterance_id, sorted(set(self._trigrams(r.words)))) for r in rows]
+        sounds = [(r.utterance_id, sorted(set(self._trigrams(r)))) for r in rows]
         connection.execute(
             text(
                 "INSERT INTO utterances_phonetic (utterance_id, trigrams) "
@@ -165,10 +175,10 @@ class PostgresIndexes:
             )
 
     @staticmethod
-    def _trigrams(words: list[str]) -> list[str]:
-        """The trigrams FTS5 would index for these words: as ``phonetic.index_text``,
+    def _trigrams(row: Row) -> list[str]:
+        """The trigrams FTS5 would index for the utterance: as ``phonetic.index_text``,
         case-folded by its tokenizer."""
-        return [t.casefold() for t in phonetic.index_text(words).split()]
+        return [t.casefold() for t in phonetic.index_text(row.words, row.alternatives).split()]
 
     def words(self, words: list[str] | None, fts: str | None, rank: bool) -> WordsQuery:
         """Utterances with the phrase ``words``, or matching the FTS5 query ``fts``."""
@@ -209,10 +219,10 @@ class PostgresIndexes:
             ).all()
         }
 
-    def sound_source(self) -> tuple[str, str]:
-        return (
-            "utterances_phonetic AS p JOIN utterances AS u ON u.id = p.utterance_id",
-            "p.trigrams @@ CAST(:term AS tsquery)",
+    def sound_postings(self):
+        return text(
+            "SELECT string_agg(utterance_id::text, ',') FROM utterances_phonetic "
+            "WHERE trigrams @@ CAST(:term AS tsquery)"
         )
 
     @staticmethod

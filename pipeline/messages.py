@@ -115,6 +115,25 @@ class Word:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """A word the recognizer weighed for a stretch of an utterance: a node of its word graph.
+
+    The words it output are one path through the graph; the others are what
+    it also heard, which ``search --fuzzy`` searches too. ``weight`` is the
+    share of the recognizer's belief that went to this word here (a posterior,
+    0..1); ``follows`` are the indexes, in the utterance's alternatives, of
+    the words that may come just before it (none: it may begin a path).
+    Times are seconds, session-absolute like a :class:`Word`'s.
+    """
+
+    text: str
+    start: float
+    end: float
+    weight: float
+    follows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Utterance:
     """One stretch of speech between two pauses, with its words."""
 
@@ -126,6 +145,8 @@ class Utterance:
     # False: the session's own transcript, as it is recorded or ingested;
     # True: a new transcript by ``engine``, made by `pipeline reindex`
     reindex: bool = False
+    # the recognizer's word graph, its words among them (engines that give none: empty)
+    alternatives: tuple[Alternative, ...] = ()
 
     @property
     def text(self) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import soxr
 
+from . import lattice
 from .backfill import SessionOnDisk
 from .errors import EngineUnavailable, ModelError, PipelineError
 from .messages import (
+    Alternative,
     Audio,
     ChildFailed,
     HandedOff,
@@ -74,7 +77,12 @@ RawWord = tuple[str, float, float, float]  # text, start, end, confidence (utter
 
 
 class Engine(Protocol):
-    """What the pipeline needs of a speech recognizer."""
+    """What the pipeline needs of a speech recognizer.
+
+    An engine may also have ``alternatives()``: the word graph it weighed for
+    the utterance it last transcribed (:mod:`pipeline.lattice`, times as its
+    words'), which ``search --fuzzy`` searches too; engines without it give none.
+    """
 
     name: str
     rate: int
@@ -109,6 +117,9 @@ class PocketSphinxEngine:
         self._decoder = Decoder(samprate=self.rate, loglevel="FATAL")
         self.name = "pocketsphinx:en-us"
         self._guessing = False
+        self._heard: list[Alternative] = []
+        # the lattice is read back from a file: its Python object has no nodes to walk
+        self._scratch = tempfile.TemporaryDirectory(prefix="pipeline-lattice-")
 
     def partial(self, pcm: bytes) -> str:
         d = self._decoder
@@ -138,7 +149,32 @@ class PocketSphinxEngine:
             start = seg.start_frame / self.frames_per_second
             end = (seg.end_frame + 1) / self.frames_per_second
             words.append((text, start, end, min(1.0, logmath.exp(seg.prob))))
+        self._heard = self._lattice(words, len(pcm) / 2 / self.rate)
         return words
+
+    def alternatives(self) -> list[Alternative]:
+        return self._heard
+
+    def _lattice(self, words: list[RawWord], duration: float) -> list[Alternative]:
+        """The word graph of the utterance just decoded (its posteriors were computed
+        with its best path, so this costs only writing and reading it)."""
+        if not words:
+            return []
+        graph = self._decoder.get_lattice()
+        if graph is None:
+            return []
+        path = Path(self._scratch.name) / "utterance.slf"
+        graph.write_htk(str(path))
+        slf = path.read_text(encoding="utf-8")
+        path.unlink()  # a recognizer killed mid-run leaves an empty folder at most
+        best = [(text, start) for text, start, _, _ in words]
+        return lattice.from_htk(slf, duration, best)
+
+
+# Vosk gives this many best paths of an utterance, which make its word graph. It then
+# outputs the best path's words, not its default minimum-Bayes-risk ones (Vosk gives
+# one or the other); 0 turns the alternatives off.
+VOSK_ALTERNATIVES = 10
 
 
 class VoskEngine:
@@ -158,6 +194,7 @@ class VoskEngine:
         self.rate = _vosk_model_rate(path)
         self.name = f"vosk:{path.name}"
         self._guess = None
+        self._heard: list[Alternative] = []
 
     def partial(self, pcm: bytes) -> str:
         if self._guess is None:
@@ -169,18 +206,51 @@ class VoskEngine:
         self._guess = None
         rec = self._recognizer_class(self._model, self.rate)
         rec.SetWords(True)
+        if VOSK_ALTERNATIVES:
+            rec.SetMaxAlternatives(VOSK_ALTERNATIVES)
         results = []
         step = self.rate // 4 * 2  # a quarter second of bytes
         for i in range(0, len(pcm), step):
             if rec.AcceptWaveform(pcm[i : i + step]):
                 results.append(json.loads(rec.Result()))
         results.append(json.loads(rec.FinalResult()))
-        return [
-            (w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
-            for r in results
-            for w in r.get("result", [])
-            if not _FILLER.match(w["word"])
-        ]
+        if not VOSK_ALTERNATIVES:
+            self._heard = []
+            return [
+                (w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
+                for r in results
+                for w in r.get("result", [])
+                if not _FILLER.match(w["word"])
+            ]
+        return self._best_paths(results)
+
+    def alternatives(self) -> list[Alternative]:
+        return self._heard
+
+    def _best_paths(self, results: list[dict]) -> list[RawWord]:
+        """The words of each result's best path, each as sure as the share of the n best
+        paths that have it there; the paths' word graph becomes the alternatives."""
+        graphs, words = [], []
+        for result in results:
+            paths = [
+                (
+                    float(alt.get("confidence", 0.0)),
+                    [
+                        (w["word"], float(w["start"]), float(w["end"]))
+                        for w in alt.get("result", [])
+                        if not _FILLER.match(w["word"])
+                    ],
+                )
+                for alt in result.get("alternatives", [])
+            ]
+            graph = lattice.from_paths([p for p in paths if p[1]])
+            sure = {(a.text, a.start, a.end): a.weight for a in graph}
+            for text, start, end in paths[0][1] if paths else []:
+                key = (text, round(start, 3), round(end, 3))
+                words.append((text, start, end, sure.get(key, 1.0)))
+            graphs.append(graph)
+        self._heard = lattice.joined(graphs)
+        return words
 
 
 def check_vosk_model(path: Path) -> None:
@@ -266,6 +336,15 @@ class Throttled:
 
     def partial(self, pcm: bytes) -> str:
         return self.engine.partial(pcm)
+
+    def alternatives(self) -> list[Alternative]:
+        return alternatives_of(self.engine)
+
+
+def alternatives_of(engine: Engine) -> list[Alternative]:
+    """The word graph the engine weighed for its last utterance (none if it gives none)."""
+    give = getattr(engine, "alternatives", None)
+    return list(give()) if give is not None else []
 
 
 # --- utterances ---------------------------------------------------------------
@@ -500,13 +579,23 @@ class Transcriber:
         raw = self.engine.transcribe(pcm)
         if not raw:
             return []
-        words = tuple(
-            Word(text, round(offset + max(0.0, s), 3), round(offset + min(duration, e), 3), c)
-            for text, s, e, c in raw
+
+        def at(t: float) -> float:  # utterance-relative → session-absolute
+            return round(offset + min(duration, max(0.0, t)), 3)
+
+        words = tuple(Word(text, at(s), at(e), c) for text, s, e, c in raw)
+        heard = tuple(
+            dataclasses.replace(a, start=at(a.start), end=at(a.end))
+            for a in alternatives_of(self.engine)
         )
         return [
             Utterance(
-                self.session, round(offset, 3), round(offset + duration, 3), words, self.engine.name
+                self.session,
+                round(offset, 3),
+                round(offset + duration, 3),
+                words,
+                self.engine.name,
+                alternatives=heard,
             )
         ]
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -152,6 +153,10 @@ class Utterance(Base):
 
     words: Mapped[list[Word]] = relationship(back_populates="utterance", order_by="Word.idx")
     session: Mapped[Session] = relationship()
+    # what else the recognizer heard (None: it gave nothing, or the utterance is older)
+    alternatives: Mapped[Alternatives | None] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -234,6 +239,22 @@ class Recorder(Base):
     state: Mapped[str] = mapped_column(String(32), default="stopped")  # recording, stopped
     lag_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     serve_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Alternatives(Base):
+    """An utterance's word graph: the words the recognizer weighed, its own among them.
+
+    One row per utterance, packed by :func:`pipeline.lattice.pack` (a few
+    hundred bytes): ``search --fuzzy`` reads them for its candidates only, and
+    a row per word would take three times the space.
+    """
+
+    __tablename__ = "alternatives"
+
+    utterance_id: Mapped[int] = mapped_column(
+        ForeignKey("utterances.id", ondelete="CASCADE"), primary_key=True
+    )
+    graph: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SessionEvent(Base):

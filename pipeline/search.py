@@ -10,19 +10,18 @@ nothing searchable is left, rejected with a one-line message.
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import math
 import re
-from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import Engine, Integer, bindparam, select, text
+import numpy as np
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 
-from . import indexes, phonetic, schema
+from . import indexes, lattice, phonetic, schema, soundalike
 from .database import db_errors
 from .errors import QueryError
 from .fulltext import (
@@ -59,6 +58,9 @@ class Hit:
     engine: str  # the engine and model that heard it
     score: float | None = None  # --fuzzy: how closely the words sound like the query (0..1)
     recorder: str = ""  # the machine that recorded it, whose disk has the audio
+    # --fuzzy: the words the match went through, which may be ones the recognizer
+    # weighed and did not output (its alternatives)
+    heard: tuple[str, ...] | None = None
 
     @property
     def text(self) -> str:
@@ -111,7 +113,7 @@ def search(
     wanted = [t for t in tokens(query) if not fts or t.upper() not in FTS_WORDS]
     with db_errors(engine), DbSession(engine) as db:
         ids = matching_ids(db, query, limit=limit, fts=fts, rank=rank, filters=filters)
-        return _hits(db, ids, lambda utt: _span(utt, wanted, fts))
+        return _hits(db, [(i, None) for i in ids], lambda utt, _: _span(utt, wanted, fts))
 
 
 def matching_ids(
@@ -303,30 +305,32 @@ _WORDS = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 
-def _hits(db: DbSession, ids: list[int], span) -> list[Hit]:
-    """The hits for utterance ``ids``, in that order; ``span(found)`` gives the matched
-    words (first, last) and a score.
+def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
+    """The hits for (utterance id, what was found in it), in that order; ``make(utterance,
+    what)`` makes each (see :func:`_hit_at`).
 
     Three plain queries for all of them: utterances with sessions, words, and the
     segment file holding each match (a session of a day has hundreds).
     """
+    ids = sorted({i for i, _ in found})
     if not ids:
         return []
     words: dict[int, list[SaidWord]] = {i: [] for i in ids}
     for utterance_id, *word in db.execute(_WORDS, {"ids": ids}):
         words[utterance_id].append(SaidWord(*word))
-    found = {row.id: _Found(*row, words=words[row.id]) for row in db.execute(_FOUND, {"ids": ids})}
-    hits = [_hit_at(found[i], *span(found[i])) for i in ids if i in found]
-    segments = _segments_at(db, [(h.session_id, round(h.start * found[h.id].rate)) for h in hits])
+    said = {row.id: _Found(*row, words=words[row.id]) for row in db.execute(_FOUND, {"ids": ids})}
+    hits = [make(said[i], what) for i, what in found if i in said]
+    segments = _segments_at(db, [(h.session_id, round(h.start * said[h.id].rate)) for h in hits])
     return [
         dataclasses.replace(h, segment=path, segment_offset=offset)
         for h, (path, offset) in zip(hits, segments, strict=True)
     ]
 
 
-def _span(utt: _Found, wanted: list[str], any_word: bool) -> tuple[int, int, None]:
+def _span(utt: _Found, wanted: list[str], any_word: bool) -> Hit:
+    """The hit on the words that spell the query (any of them, for FTS5 syntax)."""
     first, last = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
-    return first, last, None
+    return _hit_at(utt, first, last, None)
 
 
 def _hit_at(utt: _Found, first: int, last: int, score: float | None) -> Hit:
@@ -400,86 +404,179 @@ def locate_any(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
     return 0, len(words)
 
 
-# --fuzzy: matching by sound (pipeline.phonetic)
-FUZZY_MIN_SCORE = 0.65  # the knee on the real-speech corpus (bench/findability.py)
-FUZZY_CANDIDATES = 200  # utterances checked by edit distance: those sharing the most trigrams
+# --fuzzy: matching by sound (pipeline.phonetic, pipeline.soundalike)
+FUZZY_MIN_SCORE = 0.70  # rejects 90 % of phrases never said in bench/tune_fuzzy.py
+FUZZY_CANDIDATES = 100  # utterances checked by edit distance: those sharing the most trigrams
 FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
 # Utterance-trigram pairs a query reads at most: its rarest trigrams are asked for
 # until their utterances add up to this, so a query costs about the same in an
 # archive of any size (a common trigram is in a good share of all utterances).
 FUZZY_POSTINGS = 20_000
 FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common
+# A phrase said across a pause: a candidate is matched with the end of the utterance
+# before it and the start of the one after (soundalike.Candidate) if the pause is this
+# long at most
+FUZZY_PAUSE_SECONDS = 2.0
+_LONGEST_UTTERANCE_SECONDS = 60.0  # the recognizer cuts at 30 s
+
+
+@dataclass(frozen=True)
+class _Said:
+    """What fuzzy search needs of an utterance: its time, word graph and neighbours."""
+
+    id: int
+    at: datetime
+    graph: soundalike.Graph
+    next: int | None  # the next utterance of its transcript, if within a pause
+    previous: int | None
 
 
 def fuzzy_search(
     engine: Engine, query: str, *, limit: int, min_score: float, filters: Filters
 ) -> list[Hit]:
-    """Utterances whose words sound like the phrase, best score first (then newest).
+    """Utterances that sound like the phrase, best score first (then newest).
 
     Candidates are the utterances sharing the most of the phrase's rarer
-    phoneme trigrams (:func:`_candidates`). All are scored at once
-    (:func:`phonetic.distances`); those scoring at least ``min_score`` are
-    hits, and the best ``limit`` are located (:func:`phonetic.best_match`):
-    the words that matched, their times.
+    phoneme trigrams (:func:`_candidates`). Each is matched along its word
+    graph (its words, or what else the recognizer heard: its alternatives)
+    with the end of the utterance before and the start of the one after (a
+    phrase said across a pause), all at once (:class:`soundalike.Scorer`).
+    Those scoring at least ``min_score`` are hits, each in the utterance
+    where its match begins; the best ``limit`` are traced back to the words
+    that matched.
     """
     if not 0.0 <= min_score <= 1.0:
         raise QueryError("--min-score must be between 0 and 1")
     phones = _query_phonemes(query)
     with db_errors(engine), DbSession(engine) as db:
         found = _candidates(db, phonetic.trigrams(phones), filters)
-        said = _words_of(db, [i for i, _ in found])
-        streams = [[phonetic.word_phonemes(w) for w in said.get(i, [])] for i, _ in found]
-        scores = 1.0 - phonetic.distances(phones, streams) / len(phones)
-        ranked = sorted(
-            ((float(score), at, i) for (i, at), score in zip(found, scores, strict=True)),
-            key=lambda sai: (-sai[0], -sai[1].timestamp(), -sai[2]),
-        )
-        best = [(i, score) for score, _, i in ranked if score >= min_score][:limit]
-        score_of = dict(best)
-
-        def span(utt: _Found) -> tuple[int, int, float]:
-            match = phonetic.best_match(phones, [w.text for w in utt.words])
-            return match.first, match.last, round(score_of[utt.id], 3)
-
-        return _hits(db, [i for i, _ in best], span)
+        said = _said(db, found)
+        candidates = [_candidate(said, i, filters) for i in found]
+        scorer = soundalike.Scorer(phones, candidates)
+        best = _best(scorer, [said[i] for i in found], limit=limit, min_score=min_score)
+        return _hits(db, [(i, match) for (i, _), match in best.items()], _fuzzy_hit)
 
 
-def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[tuple[int, datetime]]:
-    """(id, time) of the utterances, within the filters, sharing the most of the rarest
-    trigrams, each weighted by its rarity (idf); at most :data:`FUZZY_CANDIDATES`.
+def _best(
+    scorer: soundalike.Scorer, found: list[_Said], *, limit: int, min_score: float
+) -> dict[tuple[int, float], soundalike.Match]:
+    """The best ``limit`` matches scoring at least ``min_score`` (then the newest), by
+    the utterance where each begins and its start: a moment may be matched from two
+    candidates (its own, and the one after), and counts once."""
+    scores = 1.0 - scorer.distances() / len(scorer.query)
+    ranked = sorted(
+        (k for k in range(len(found)) if scores[k] >= min_score),
+        key=lambda k: (-scores[k], -found[k].at.timestamp(), -found[k].id),
+    )
+    best: dict[tuple[int, float], soundalike.Match] = {}
+    for k in ranked:
+        if len(best) >= limit:
+            break
+        match = scorer.match(k)
+        begins = found[k].previous if match.in_before else found[k].id
+        best.setdefault((begins, match.start), match)
+    return best
+
+
+def _candidate(said: dict[int, _Said], i: int, filters: Filters) -> soundalike.Candidate:
+    """Utterance ``i`` as matched, with its neighbours within a pause; a match may begin in
+    the one before if that passes the filters' times."""
+    utterance = said[i]
+    before = said.get(utterance.previous) if utterance.previous is not None else None
+    after = said.get(utterance.next) if utterance.next is not None else None
+    return soundalike.Candidate(
+        utterance.graph,
+        before.graph if before is not None else None,
+        after.graph if after is not None else None,
+        before is not None and _within(before.at, filters),
+    )
+
+
+def _within(at: datetime, f: Filters) -> bool:
+    """Whether a time passes the filters' --since and --until."""
+    return (f.since is None or at >= f.since) and (f.until is None or at < f.until)
+
+
+def _fuzzy_hit(utt: _Found, match: soundalike.Match) -> Hit:
+    """A hit at the words the match went through: its times are theirs, its ``match``
+    the transcript's words said then, ``heard`` the words matched."""
+    start, end = match.start, match.end
+    said = [k for k, w in enumerate(utt.words) if w.end > start and w.start < end]
+    if not said and utt.words:  # the words matched lie between the transcript's
+        said = [min(range(len(utt.words)), key=lambda k: abs(utt.words[k].start - start))]
+    first, last = (said[0], said[-1] + 1) if said else (0, 0)
+    hit = _hit_at(utt, first, last, round(match.score, 3))
+    return dataclasses.replace(
+        hit,
+        start=start,
+        end=end,
+        at=utt.started_at + timedelta(seconds=start),
+        heard=match.words,
+    )
+
+
+def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[int]:
+    """The utterances, within the filters, sharing the most of the rarest trigrams, each
+    weighted by its rarity (idf), most first; at most :data:`FUZZY_CANDIDATES`.
 
     Not FTS5's bm25: ranking every match in SQL cost 100 ms per 10 000 matches,
     counting them here a few. Only the rarest trigrams are asked for
     (:func:`_rarest`), so a query reads about as much in a large archive as in
-    a small one.
+    a small one. The postings are read bare (joining each with its utterance for
+    the filters cost three times as much); the best are then checked against
+    the filters, best first, until enough pass.
     """
-    where, params = _where(db, filters)
-    index = indexes.of(db)
-    source, match = index.sound_source()
-    sql = text(
-        f"SELECT u.id FROM {source} JOIN sessions AS s ON s.id = u.session_id "
-        f"WHERE {match} AND {' AND '.join(where)}"
-    ).bindparams(*_typed(params))
     everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
-    votes: dict[int, float] = defaultdict(float)
+    index = indexes.of(db)
+    ids, weights = [], []
     for term, count in _rarest(db, trigrams):
-        weight = math.log(everyone / count)
-        # plain rows: thousands of ids, and SQLAlchemy's result rows cost more than the query
-        term_ = index.sound_term(term)
-        for (i,) in db.execute(sql, {"term": term_, **params}).cursor.fetchall():
-            votes[i] += weight
-    top = heapq.nlargest(FUZZY_CANDIDATES, votes, key=lambda i: (votes[i], i))
-    if not top:
+        listed = db.execute(index.sound_postings(), {"term": index.sound_term(term)}).scalar()
+        found = np.array(listed.split(","), dtype=np.int64) if listed else np.zeros(0, np.int64)
+        ids.append(found)
+        weights.append(np.full(len(found), math.log(everyone / count)))
+    if not ids:
         return []
-    at = dict(
-        db.execute(
-            text("SELECT id, at FROM utterances WHERE id IN :ids")
-            .bindparams(bindparam("ids", expanding=True))
-            .columns(id=Integer(), at=schema.UTCDateTime()),
-            {"ids": top},
-        ).all()
-    )
-    return [(i, at[i]) for i in top]
+    voted, which = np.unique(np.concatenate(ids), return_inverse=True)
+    votes = np.bincount(which, weights=np.concatenate(weights))
+    voted, votes = _with_next(voted, votes)
+    order = np.lexsort((-voted, -votes))  # most votes first, then newest
+    return _passing(db, [int(i) for i in voted[order]], filters)
+
+
+def _with_next(voted: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each utterance's votes with those of the next one: a phrase said across a pause
+    has half its trigrams in each, and is matched from the first (see
+    :func:`fuzzy_search`). The next one is taken to be the next id, as the indexer
+    writes a session's utterances in order (where two sessions' interleave, a
+    candidate is chosen by its own votes, with some noise); an utterance with no
+    votes of its own before one that has some joins them with those.
+    """
+    later = np.searchsorted(voted, voted + 1)
+    has = later < len(voted)
+    has[has] = voted[later[has]] == voted[has] + 1
+    paired = votes + np.where(has, votes[np.minimum(later, len(votes) - 1)], 0.0)
+    earlier = voted - 1
+    lone = ~np.isin(earlier, voted) & (earlier > 0)
+    return np.concatenate([voted, earlier[lone]]), np.concatenate([paired, votes[lone]])
+
+
+def _passing(db: DbSession, ranked: list[int], filters: Filters) -> list[int]:
+    """The first :data:`FUZZY_CANDIDATES` of ``ranked`` that pass the filters (and are in
+    their session's transcript searched), checked a batch at a time."""
+    where, params = _where(db, filters)
+    sql = text(
+        "SELECT u.id FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
+        f"WHERE u.id IN :ids AND {' AND '.join(where)}"
+    ).bindparams(bindparam("ids", expanding=True), *_typed(params))
+    out: list[int] = []
+    batch = 4 * FUZZY_CANDIDATES
+    for lo in range(0, len(ranked), batch):
+        chunk = ranked[lo : lo + batch]
+        passed = {i for (i,) in db.execute(sql, {"ids": chunk, **params}).cursor.fetchall()}
+        out += [i for i in chunk if i in passed][: FUZZY_CANDIDATES - len(out)]
+        if len(out) >= FUZZY_CANDIDATES:
+            break
+    return out
 
 
 def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
@@ -495,19 +592,66 @@ def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
     return asked
 
 
-def _words_of(db: DbSession, ids: list[int]) -> dict[int, list[str]]:
-    """Each utterance's words, in order (plain rows: ORM objects cost more than matching)."""
-    out: dict[int, list[str]] = {i: [] for i in ids}
+def _said(db: DbSession, ids: list[int], *, neighbours: bool = True) -> dict[int, _Said]:
+    """The utterances' words as graphs (their alternatives where they have some), with
+    the next and the previous utterance of each (``neighbours``: fetched too).
+
+    Plain rows: ORM objects cost more than the matching.
+    """
+    if not ids:
+        return {}
+    rows = db.execute(
+        text(
+            "SELECT u.id, u.start, u.at, u.text, a.graph, "
+            "(SELECT n.id FROM utterances AS n WHERE n.transcript_id = u.transcript_id "
+            ' AND n.start >= u."end" - 0.05 AND n.start <= u."end" + :pause AND n.id != u.id '
+            " ORDER BY n.start LIMIT 1), "
+            "(SELECT p.id FROM utterances AS p WHERE p.transcript_id = u.transcript_id "
+            " AND p.start < u.start AND p.start > u.start - :reach AND p.id != u.id "
+            ' AND p."end" >= u.start - :pause ORDER BY p.start DESC LIMIT 1) '
+            "FROM utterances AS u LEFT JOIN alternatives AS a ON a.utterance_id = u.id "
+            "WHERE u.id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True)),
+        {"ids": ids, "pause": FUZZY_PAUSE_SECONDS, "reach": _LONGEST_UTTERANCE_SECONDS},
+    ).cursor.fetchall()
+    words = _words_of(db, [r[0] for r in rows if r[4] is None])
+    out: dict[int, _Said] = {}
+    for i, start, at, _, packed, following, previous in rows:
+        if packed is not None:
+            graph = soundalike.Graph(*lattice.unpack(packed, start))
+        else:
+            graph = soundalike.Graph.of_words(*words[i])
+        when = _utc(at)
+        out[i] = _Said(i, when, graph, following, previous)
+    if neighbours:
+        near = {n for s in out.values() for n in (s.next, s.previous)} - {None} - set(out)
+        out = _said(db, sorted(near), neighbours=False) | out
+    return out
+
+
+def _utc(at) -> datetime:
+    """A time read as a plain row: SQLite's naive UTC text, or PostgreSQL's timestamptz."""
+    if isinstance(at, str):
+        return datetime.fromisoformat(at).replace(tzinfo=UTC)
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _words_of(db: DbSession, ids: list[int]) -> dict[int, tuple[list, list, list]]:
+    """Each utterance's words: their texts, starts and ends, in order."""
+    out: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in ids}
     if ids:
         rows = db.execute(
             text(
-                "SELECT utterance_id, text FROM words WHERE utterance_id IN :ids "
+                'SELECT utterance_id, text, start, "end" FROM words WHERE utterance_id IN :ids '
                 "ORDER BY utterance_id, idx"
             ).bindparams(bindparam("ids", expanding=True)),
             {"ids": ids},
-        )
-        for utterance_id, word in rows:
-            out[utterance_id].append(word)
+        ).cursor.fetchall()
+        for utterance_id, word, start, end in rows:
+            texts, starts, ends = out[utterance_id]
+            texts.append(word)
+            starts.append(start)
+            ends.append(end)
     return out
 
 

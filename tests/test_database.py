@@ -27,6 +27,7 @@ TABLES = {
     "transcripts",
     "utterances",
     "words",
+    "alternatives",
     "utterances_fts",
     "alembic_version",
 }

@@ -3,24 +3,28 @@
 The archive is real human speech (tests/data/corpus: LibriVox sentences and a
 Beckett line) ingested through the real processes with PocketSphinx, which
 gets about one word in three wrong on it; the phrases are runs of 3 words of
-the reference transcripts.
+the reference transcripts. With each utterance the recognizer keeps the other
+words it weighed (its alternatives), where a phrase it misheard is often found.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from pipeline import phonetic
+from pipeline import lattice, phonetic
 from pipeline.archive import Archive
 from pipeline.config import Home
 from pipeline.database import migrate
 from pipeline.errors import QueryError
+from pipeline.messages import Alternative
 from pipeline.search import FUZZY_MIN_SCORE, search
+from pipeline.soundalike import DOUBT_COST, Candidate, Graph, Scorer, best_match
 from pipeline.supervisor import ingest
 
 from .conftest import DATA, archive_at
@@ -84,11 +88,12 @@ def test_phonemes_come_from_the_recognizers_dictionary_with_a_guess_for_the_rest
 
 def test_a_match_spans_whole_words_through_misheard_and_split_words():
     heard = ["he", "was", "not", "until", "this", "blows", "young", "man"]
-    found = phonetic.best_match(phonetic.phonemes(["ill", "disposed", "young"]), heard)
-    assert heard[found.first : found.last] == ["until", "this", "blows", "young"]
+    graph = Graph.of_words(heard, range(len(heard)), range(1, len(heard) + 1))
+    found = best_match(phonetic.phonemes(["ill", "disposed", "young"]), graph)
+    assert found.words == ("until", "this", "blows", "young") and (found.start, found.end) == (3, 7)
     assert FUZZY_MIN_SCORE <= found.score < 1.0
-    exact = phonetic.best_match(phonetic.phonemes(["young", "man"]), heard)
-    assert (exact.first, exact.last, exact.score) == (6, 8, 1.0)
+    exact = best_match(phonetic.phonemes(["young", "man"]), graph)
+    assert (exact.words, exact.score) == (("young", "man"), 1.0)
 
 
 @pytest.mark.parametrize(("phrase", "clip"), MISHEARD)
@@ -159,9 +164,11 @@ def test_the_cli_shows_each_hits_score(cli, corpus_home):
     result = cli("search", "--fuzzy", "ill disposed young", "--home", corpus_home.root)
     assert result.exit_code == 0, result.output
     assert "score" in result.stdout and "until this blows young" in result.stdout
+    assert "heard" in result.stdout and "until disposed young" in result.stdout
     as_json = cli("search", "--fuzzy", "ill disposed young", "--json", "--home", corpus_home.root)
     [hit] = json.loads(as_json.stdout)["hits"]
     assert hit["match"] == "until this blows young" and FUZZY_MIN_SCORE <= hit["score"] < 1
+    assert hit["heard"] == "until disposed young"  # "disposed" was in the lattice
     plain = cli("search", "rather cold hearted", "--json", "--home", corpus_home.root)
     assert "score" not in json.loads(plain.stdout)["hits"][0]
     nothing = cli("search", "--fuzzy", "winter of despair", "--home", corpus_home.root)
@@ -281,3 +288,97 @@ def test_a_query_reads_only_the_rarest_trigrams_of_a_large_archive(corpus_home, 
     phrase, clip = MISHEARD[0]
     [top, *_] = archive.search(phrase, fuzzy=True)
     assert top.session_id == session_of(archive, clip)
+
+
+# --- what else the recognizer heard ----------------------------------------------------
+
+
+def test_each_utterance_keeps_the_word_graph_the_recognizer_weighed(corpus_home):
+    con = sqlite3.connect(corpus_home.db_path)
+    rows = con.execute(
+        "SELECT u.id, u.start, a.graph FROM utterances AS u "
+        "LEFT JOIN alternatives AS a ON a.utterance_id = u.id"
+    ).fetchall()
+    assert rows and all(graph is not None for _, _, graph in rows)
+    for i, start, graph in rows:
+        heard = lattice.alternatives(lattice.unpack(graph, start))
+        words = con.execute("SELECT text, start FROM words WHERE utterance_id = ?", (i,))
+        assert set(words) <= {(a.text, round(a.start, 3)) for a in heard}  # its words too
+        assert len(heard) > 2 * len(set(words))  # and much more
+
+
+def test_a_phrase_the_recognizer_only_weighed_is_found_with_what_it_heard(corpus_home, tmp_path):
+    """Beckett's "ever tried ever failed" came out as "ever try it at the files"; its
+    lattice also held "tried" and "filed"."""
+    archive = Archive(corpus_home)
+    phrase, clip = "tried ever failed", "beckett.wav"
+    session = session_of(archive, clip)
+    assert not [h for h in archive.search(phrase) if h.session_id == session]
+    [top, *_] = archive.search(phrase, fuzzy=True)
+    assert top.session_id == session and FUZZY_MIN_SCORE <= top.score < 1.0
+    assert abs(top.start - about_when(archive, clip, phrase)) <= TOLERANCE_SECONDS
+    assert "tried" in top.heard and "tried" not in top.words  # heard, not in the transcript
+    assert top.words[top.match[0]] in ("try", "it") and top.start <= top.end
+
+    bare = Home(tmp_path / "home")  # the same archive with no alternatives: not found
+    shutil.copytree(corpus_home.root, bare.root)
+    con = sqlite3.connect(bare.db_path)
+    con.execute("DELETE FROM alternatives")
+    con.commit()
+    con.close()
+    assert not [h for h in Archive(bare).search(phrase, fuzzy=True) if h.session_id == session]
+
+
+def test_a_phrase_said_across_a_pause_is_found_where_it_begins(corpus_home):
+    """Beckett pauses before "fail better": the recognizer ends an utterance there (and
+    hears "family then" before it, with "again" among the alternatives)."""
+    archive = Archive(corpus_home)
+    phrase, clip = "again fail better", "beckett.wav"
+    [top, *_] = archive.search(phrase, fuzzy=True)
+    assert top.session_id == session_of(archive, clip) and top.score >= FUZZY_MIN_SCORE
+    assert top.start < top.utterance_end < top.end  # it runs on into the next utterance
+    assert top.heard[:2] == ("again", "fail") and top.words[top.match[0] :][-1] == "then"
+
+
+def test_a_match_goes_along_any_path_of_a_word_graph_and_doubt_costs():
+    def said(text: str, start: float, weight: float, *follows: int) -> Alternative:
+        return Alternative(text, start, start + 0.3, weight, follows)
+
+    graph = Graph.of_alternatives(
+        [
+            said("was", 0.0, 1.0),
+            said("not", 0.3, 1.0, 0),
+            said("until", 0.6, 0.8, 1),
+            said("an", 0.6, 0.2, 1),
+            said("ill", 0.8, 0.2, 3),
+            said("disposed", 1.1, 1.0, 2, 4),
+        ]
+    )
+    query = phonetic.phonemes(["an", "ill", "disposed"])
+    found = best_match(query, graph)
+    assert found.words == ("an", "ill", "disposed") and (found.start, found.end) == (0.6, 1.4)
+    doubt = 2 * DOUBT_COST * -math.log(0.2)  # "an" and "ill" were doubted
+    assert found.score == pytest.approx(1 - doubt / len(query))
+    sure = best_match(phonetic.phonemes(["not", "until", "disposed"]), graph)
+    assert sure.words == ("not", "until", "disposed") and sure.score > found.score
+
+    before = Graph.of_words(["he", "was", "not", "an"], [0, 0.3, 0.6, 0.9], [0.3, 0.6, 0.9, 1.2])
+    own = Graph.of_words(["ill", "disposed"], [3.0, 3.3], [3.3, 3.8])
+    across = Scorer(query, [Candidate(own, before), Candidate(own, before, may_begin_before=False)])
+    first, second = across.match(0), across.match(1)
+    assert first.in_before and first.words == ("an", "ill", "disposed") and first.score == 1.0
+    assert not second.in_before and second.words == ("ill", "disposed") and second.score < 1.0
+
+
+def test_a_word_graph_is_stored_packed_and_read_back():
+    heard = [
+        Alternative("he", 10.24, 10.5, 0.93, ()),
+        Alternative("she", 10.25, 10.5, 0.07, ()),
+        Alternative("was", 10.5, 10.81, 1.0, (0, 1)),
+    ]
+    packed = lattice.pack(heard, 10.24)
+    assert len(packed) < 80
+    back = lattice.alternatives(lattice.unpack(packed, 10.24))
+    assert [(a.text, round(a.start, 3), round(a.end, 3), a.weight, a.follows) for a in back] == [
+        (a.text, a.start, a.end, a.weight, a.follows) for a in heard
+    ]

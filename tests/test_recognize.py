@@ -48,6 +48,19 @@ def test_one_utterance_per_sentence_at_the_right_time(sphinx):
         assert abs(u.start - s["start"]) < 0.3 and abs(u.end - s["end"]) < 0.6
         assert s["phrase"] in u.text
         assert all(s["start"] - 0.3 <= w.start <= w.end <= s["end"] + 0.3 for w in u.words)
+        assert_a_word_graph_around_the_words(u)
+
+
+def assert_a_word_graph_around_the_words(u) -> None:
+    """What else the engine heard: a graph in time order within the utterance that holds
+    its words, each alternative following only earlier ones."""
+    graph = u.alternatives
+    assert len(graph) >= len(u.words)
+    assert {(w.text, w.start) for w in u.words} <= {(a.text, a.start) for a in graph}
+    assert [a.start for a in graph] == sorted(a.start for a in graph)
+    for k, a in enumerate(graph):
+        assert u.start <= a.start <= a.end <= u.end and 0 < a.weight <= 1
+        assert all(f < k for f in a.follows)
 
 
 def test_times_survive_a_gap_of_an_hour(sphinx):
@@ -108,6 +121,8 @@ def test_vosk_returns_words_with_sane_monotonic_times(korean_model):
         assert w.start <= w.end and not w.text.startswith("[")
         base = 3600 if w.start >= 3600 else 0
         assert any(lo + base <= w.start and w.end <= hi + base for lo, hi in spans), w
+    for u in utts + later:  # its n best paths make the graph
+        assert_a_word_graph_around_the_words(u)
 
 
 def test_vosk_through_the_whole_pipeline(cli, home, korean_model):

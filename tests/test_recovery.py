@@ -80,6 +80,11 @@ def test_kill_everything_then_repair_loses_no_word(tmp_path):
     for sentence in sentences(MEETING):
         if sentence["end"] <= recorded - 2.0:  # spoken more than 2 s before the crash
             assert archive.search(sentence["phrase"]), sentence["phrase"]
+    bare = sqlite3.connect(tmp_path / "db" / "pipeline.db").execute(
+        "SELECT count(*) FROM utterances AS u WHERE NOT EXISTS "
+        "(SELECT 1 FROM alternatives AS a WHERE a.utterance_id = u.id)"
+    )
+    assert bare.fetchone()[0] == 0  # what repair recognized has its alternatives too
     assert repair(Home(tmp_path)) == []  # idempotent
 
 

@@ -90,6 +90,11 @@ def test_a_better_model_makes_old_recordings_findable_and_keeps_the_old_words(ko
     assert ko_done and ps_done and ko_n > 0 and ps_n >= len(sentences(MEETING))
     [session] = archive.sessions()
     assert session.utterances == ps_n  # listings count the default transcript
+    bare = sqlite3.connect(korean_home.db_path).execute(
+        "SELECT count(*) FROM utterances AS u WHERE NOT EXISTS "
+        "(SELECT 1 FROM alternatives AS a WHERE a.utterance_id = u.id)"
+    )
+    assert bare.fetchone()[0] == 0  # both engines also said what else they heard
 
     again = cli("reindex", "--home", korean_home.root, "--model", "pocketsphinx-en-us")
     assert again.exit_code == 0
