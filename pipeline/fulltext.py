@@ -15,8 +15,10 @@ filter is a rowid range:
   no longer makes FTS5 check the position lists of thousands of utterances
   that hold the words apart (bench/search.py: 1000 h, phrase p95 6.7 → 0.5 ms).
   It is contentless (``content=''``): SQLite before 3.43 cannot delete from
-  such a table, so a row of a deleted utterance would stay; every pairs
-  match is therefore confirmed in ``utterances_fts`` for its rowid.
+  such a table, so a row of a deleted utterance would stay; every phrase hit
+  is therefore confirmed by its utterance's words (``pipeline.search``), which
+  costs nothing, where asking ``utterances_fts`` about each match cost up to
+  3 ms a search at 1000 h.
 """
 
 from __future__ import annotations

@@ -91,12 +91,8 @@ class SqliteIndexes:
         conditions = [f"{fts_table} MATCH :match"]
         if words is not None and len(words) > 1 and not rank:  # a phrase: by its word pairs
             table = pairs_table
-            params["pairs"] = fulltext.pairs_match(words)
-            conditions = [
-                f"{pairs_table} MATCH :pairs",
-                f"EXISTS (SELECT 1 FROM {fts_table} WHERE {fts_table} MATCH :match "
-                f"AND {fts_table}.rowid = {pairs_table}.rowid)",
-            ]
+            params = {"match": fulltext.pairs_match(words)}
+            conditions = [f"{pairs_table} MATCH :match"]
         return WordsQuery(
             source=f"{table} JOIN utterances AS u ON u.time_key = {table}.rowid",
             id="u.id",

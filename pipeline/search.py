@@ -111,15 +111,34 @@ def search(
         cut = FUZZY_MIN_SCORE if min_score is None else min_score
         return fuzzy_search(engine, query, limit=limit, min_score=cut, filters=filters)
     wanted = [t for t in tokens(query) if not fts or t.upper() not in FTS_WORDS]
+    hits: list[Hit] = []
+    seen = 0
     with db_errors(engine), DbSession(engine) as db:
-        ids = matching_ids(db, query, limit=limit, fts=fts, rank=rank, filters=filters)
-        return _hits(db, [(i, None) for i in ids], lambda utt, _: _span(utt, wanted, fts))
+        # every phrase hit is confirmed by its words; one that is not (a row the index
+        # kept of a deleted utterance) is left out, and the next ones asked for
+        while len(hits) < limit:
+            ids = matching_ids(
+                db, query, limit=limit, fts=fts, rank=rank, filters=filters, skip=seen
+            )
+            seen += len(ids)
+            hits += _hits(db, [(i, None) for i in ids], lambda utt, _: _span(utt, wanted, fts))
+            if len(ids) < limit:
+                break
+        return hits[:limit]
 
 
 def matching_ids(
-    db: DbSession, query: str, *, limit: int, fts: bool, rank: bool, filters: Filters
+    db: DbSession,
+    query: str,
+    *,
+    limit: int,
+    fts: bool,
+    rank: bool,
+    filters: Filters,
+    skip: int = 0,
 ) -> list[int]:
-    """The ids of the utterances :func:`search` shows (exact or ``fts``), in its order."""
+    """The ids of the utterances :func:`search` shows (exact or ``fts``), in its order;
+    ``skip``: after the first so many."""
     found = indexes.of(db).words(
         None if fts else phrase_words(query), fts_query(query) if fts else None, rank
     )
@@ -130,9 +149,9 @@ def matching_ids(
     conditions = [*found.conditions, *where, *bounds]
     sql = text(
         f"SELECT {found.id} FROM {found.source} JOIN sessions AS s ON s.id = {found.session} "
-        f"WHERE {' AND '.join(conditions)} ORDER BY {found.order} LIMIT :limit"
+        f"WHERE {' AND '.join(conditions)} ORDER BY {found.order} LIMIT :limit OFFSET :skip"
     ).bindparams(*_typed(params))
-    return _run(db, sql, {"limit": limit, **params, **found.params}, fts)
+    return _run(db, sql, {"limit": limit, "skip": skip, **params, **found.params}, fts)
 
 
 def _time_range(db: DbSession, f: Filters, params: dict, key: str, exact: bool) -> list[str]:
@@ -319,7 +338,8 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     for utterance_id, *word in db.execute(_WORDS, {"ids": ids}):
         words[utterance_id].append(SaidWord(*word))
     said = {row.id: _Found(*row, words=words[row.id]) for row in db.execute(_FOUND, {"ids": ids})}
-    hits = [make(said[i], what) for i, what in found if i in said]
+    made = (make(said[i], what) for i, what in found if i in said)
+    hits = [h for h in made if h is not None]
     segments = _segments_at(db, [(h.session_id, round(h.start * said[h.id].rate)) for h in hits])
     return [
         dataclasses.replace(h, segment=path, segment_offset=offset)
@@ -327,10 +347,13 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     ]
 
 
-def _span(utt: _Found, wanted: list[str], any_word: bool) -> Hit:
-    """The hit on the words that spell the query (any of them, for FTS5 syntax)."""
-    first, last = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
-    return _hit_at(utt, first, last, None)
+def _span(utt: _Found, wanted: list[str], any_word: bool) -> Hit | None:
+    """The hit on the words that spell the query (any of them, for FTS5 syntax); None if
+    the utterance does not have the phrase (a stale index row, see pipeline.fulltext)."""
+    if not utt.words:  # nothing to check it by (rows written without words)
+        return _hit_at(utt, 0, 0, None)
+    span = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
+    return None if span is None else _hit_at(utt, *span, None)
 
 
 def _hit_at(utt: _Found, first: int, last: int, score: float | None) -> Hit:
@@ -386,14 +409,14 @@ def _segments_at(
     return out
 
 
-def locate(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
-    """The word range whose tokens spell ``wanted``; the whole utterance if not found."""
+def locate(words: list[SaidWord], wanted: list[str]) -> tuple[int, int] | None:
+    """The word range whose tokens spell ``wanted``; None if they do not."""
     flat: list[tuple[str, int]] = [(t, i) for i, w in enumerate(words) for t in tokens(w.text)]
     n = len(wanted)
     for k in range(len(flat) - n + 1):
         if [t for t, _ in flat[k : k + n]] == wanted:
             return flat[k][1], flat[k + n - 1][1] + 1
-    return 0, len(words)
+    return None
 
 
 def locate_any(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:

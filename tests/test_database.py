@@ -193,6 +193,8 @@ def test_the_fts_index_is_rebuilt_in_time_order_and_keeps_every_word(home):
         "'vosk:x', 3), (3, 7, 3.0, 4.0, '2026-01-05 09:00:03.250000', 'budget review', "
         "'vosk:x', 3);"
     )
+    for utterance, text in con.execute("SELECT id, text FROM utterances").fetchall():
+        add_words(con, utterance, text)
     con.commit()
     migrate(engine)
     keys = dict(con.execute("SELECT id, time_key FROM utterances").fetchall())
@@ -209,9 +211,21 @@ def test_the_fts_index_is_rebuilt_in_time_order_and_keeps_every_word(home):
         f"transcript_id) SELECT 4, 7, 9.0, 9.5, started_at, {keys[1]}, 'budget', 'vosk:x', 3 "
         "FROM sessions WHERE id = 7"
     )
+    add_words(con, 4, "budget")
     con.commit()
     assert [h.id for h in search(engine, "budget review")] == [3, 2]
+    assert [h.id for h in search(engine, "budget review", limit=1)] == [3]
     engine.dispose()
+
+
+def add_words(con: sqlite3.Connection, utterance: int, text: str) -> None:
+    """The words of an utterance written by hand, a second each."""
+    start = con.execute("SELECT start FROM utterances WHERE id = ?", (utterance,)).fetchone()[0]
+    con.executemany(
+        "INSERT INTO words (utterance_id, idx, text, start, end, confidence) "
+        "VALUES (?, ?, ?, ?, ?, 0.9)",
+        [(utterance, i, w, start + i, start + i + 0.5) for i, w in enumerate(text.split())],
+    )
 
 
 def test_an_archive_from_a_newer_pipeline_is_refused(db, home):
