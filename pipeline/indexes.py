@@ -9,8 +9,8 @@ Search and the indexer speak to one interface, :func:`of` (a dialect's
 - word pairs: SQLite's ``utterances_pairs`` (FTS5, contentless); on
   PostgreSQL, lexemes ``a_b`` in the same ``tsvector``.
 - sounds: ``utterances_phonetic`` on both (FTS5, contentless; a ``tsvector``
-  with a GIN index); how many utterances have each trigram from ``fts5vocab``,
-  or from ``phonetic_terms`` (one row per recorder and trigram).
+  with a GIN index); how many utterances have each trigram in
+  ``phonetic_terms`` on both (one row per recorder and trigram).
 
 Both give matches newest first by time key and the same words for the same
 query: tokens come from :func:`pipeline.fulltext.tokens` on both (PostgreSQL
@@ -69,19 +69,63 @@ class WordsQuery:
     filters: dict = field(default_factory=dict)
 
 
-class SqliteIndexes:
+class _Sounds:
+    """What both databases do alike for sounds-like search: each utterance's trigrams, and
+    how many utterances have each, counted as they are written (``phonetic_terms``, a row
+    per recorder and trigram, so recorders writing at once never wait for each other).
+
+    Counted, not asked of the index: FTS5's ``fts5vocab`` reads a trigram's whole posting
+    list to count it (10 ms for a common one at 1000 h; a query asks for 30).
+    """
+
+    @staticmethod
+    def trigrams(row: Row) -> list[str]:
+        """The utterance's trigrams, as ``phonetic.index_text`` makes them, case-folded
+        (as FTS5's tokenizer folds them), each once."""
+        return sorted(
+            {t.casefold() for t in phonetic.index_text(row.words, row.alternatives).split()}
+        )
+
+    @staticmethod
+    def count(connection, sounds: list[list[str]], recorder: str) -> None:
+        counts = Counter(t for terms in sounds for t in terms)
+        if counts:
+            connection.execute(
+                text(
+                    "INSERT INTO phonetic_terms (recorder, term, docs) VALUES (:r, :t, :n) "
+                    "ON CONFLICT (recorder, term) DO UPDATE "
+                    "SET docs = phonetic_terms.docs + excluded.docs"
+                ),
+                [{"r": recorder, "t": t, "n": n} for t, n in sorted(counts.items())],
+            )
+
+    def sound_counts(self, db, terms: list[str]) -> dict[str, int]:
+        """How many utterances have each trigram: the recorders' counts added up."""
+        return {
+            term: int(n)
+            for term, n in db.execute(
+                text(
+                    "SELECT term, sum(docs) FROM phonetic_terms WHERE term IN :terms GROUP BY term"
+                ).bindparams(bindparam("terms", expanding=True)),
+                {"terms": terms},
+            ).all()
+        }
+
+
+class SqliteIndexes(_Sounds):
     """FTS5 tables (see the module's table)."""
 
     dialect = "sqlite"
 
     def add(self, connection, rows: list[Row], recorder: str) -> None:
-        """Index new utterances: word pairs and sounds (FTS5 triggers do the words)."""
+        """Index new utterances: word pairs, sounds and their counts (FTS5 triggers do
+        the words)."""
         fulltext.index_pairs(connection, [(r.time_key, r.text) for r in rows])
-        phonetic.index_utterances(
-            connection,
-            [(r.utterance_id, r.words) for r in rows],
-            {r.utterance_id: r.alternatives for r in rows if r.alternatives},
+        sounds = [self.trigrams(r) for r in rows]
+        phonetic.index_trigrams(
+            connection, [(r.utterance_id, t) for r, t in zip(rows, sounds, strict=True)]
         )
+        self.count(connection, sounds, recorder)
 
     def words(self, words: list[str] | None, fts: str | None, rank: bool) -> WordsQuery:
         """Utterances with the phrase ``words``, or matching the FTS5 query ``fts``."""
@@ -103,17 +147,6 @@ class SqliteIndexes:
             order=f"{table}.rank" if rank else f"{table}.rowid DESC",
         )
 
-    def sound_counts(self, db, terms: list[str]) -> dict[str, int]:
-        """How many utterances have each trigram (those the archive has)."""
-        return dict(
-            db.execute(
-                text(f"SELECT term, doc FROM {phonetic.VOCAB} WHERE term IN :terms").bindparams(
-                    bindparam("terms", expanding=True)
-                ),
-                {"terms": terms},
-            ).all()
-        )
-
     def sound_postings(self):
         """The ids of the utterances with one trigram (``:term``), comma-separated in one
         value: bare postings (no join) and one value are what make them cheap to read."""
@@ -126,7 +159,7 @@ class SqliteIndexes:
         return f'"{term}"'
 
 
-class PostgresIndexes:
+class PostgresIndexes(_Sounds):
     """Tables with ``tsvector`` columns and GIN indexes (see the module's table)."""
 
     dialect = "postgresql"
@@ -151,30 +184,18 @@ class PostgresIndexes:
                 for r in rows
             ],
         )
-        sounds = [(r.utterance_id, sorted(set(self._trigrams(r)))) for r in rows]
+        sounds = [self.trigrams(r) for r in rows]
         connection.execute(
             text(
                 "INSERT INTO utterances_phonetic (utterance_id, trigrams) "
                 "VALUES (:id, CAST(:trigrams AS tsvector))"
             ),
-            [{"id": i, "trigrams": " ".join(f"'{t}'" for t in terms)} for i, terms in sounds],
+            [
+                {"id": r.utterance_id, "trigrams": " ".join(f"'{t}'" for t in terms)}
+                for r, terms in zip(rows, sounds, strict=True)
+            ],
         )
-        counts = Counter(t for _, terms in sounds for t in terms)
-        if counts:
-            connection.execute(
-                text(
-                    "INSERT INTO phonetic_terms (recorder, term, docs) VALUES (:r, :t, :n) "
-                    "ON CONFLICT (recorder, term) DO UPDATE "
-                    "SET docs = phonetic_terms.docs + excluded.docs"
-                ),
-                [{"r": recorder, "t": t, "n": n} for t, n in sorted(counts.items())],
-            )
-
-    @staticmethod
-    def _trigrams(row: Row) -> list[str]:
-        """The trigrams FTS5 would index for the utterance: as ``phonetic.index_text``,
-        case-folded by its tokenizer."""
-        return [t.casefold() for t in phonetic.index_text(row.words, row.alternatives).split()]
+        self.count(connection, sounds, recorder)
 
     def words(self, words: list[str] | None, fts: str | None, rank: bool) -> WordsQuery:
         """Utterances with the phrase ``words``, or matching the FTS5 query ``fts``."""
@@ -202,18 +223,6 @@ class PostgresIndexes:
                 "default": "f.transcript_id IN (SELECT s2.transcript_id FROM sessions AS s2)",
             },
         )
-
-    def sound_counts(self, db, terms: list[str]) -> dict[str, int]:
-        """How many utterances have each trigram: the recorders' counts added up."""
-        return {
-            term: int(n)
-            for term, n in db.execute(
-                text(
-                    "SELECT term, sum(docs) FROM phonetic_terms WHERE term IN :terms GROUP BY term"
-                ).bindparams(bindparam("terms", expanding=True)),
-                {"terms": terms},
-            ).all()
-        }
 
     def sound_postings(self):
         return text(

@@ -171,6 +171,17 @@ def index_text(words: list[str], alternatives: Sequence[Alternative] = ()) -> st
     return " ".join(trigrams(phonemes(words)))
 
 
+def index_trigrams(connection, rows: list[tuple[int, list[str]]]) -> None:
+    """Add (utterance id, its trigrams) to the phonetic index (a SQLAlchemy connection)."""
+    from sqlalchemy import text
+
+    if rows:
+        connection.execute(
+            text(f"INSERT INTO {TABLE}(rowid, trigrams) VALUES (:id, :trigrams)"),
+            [{"id": i, "trigrams": " ".join(terms)} for i, terms in rows],
+        )
+
+
 def index_utterances(
     connection,
     rows: list[tuple[int, list[str]]],
