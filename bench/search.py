@@ -48,6 +48,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -135,13 +136,19 @@ class Schema:
     time_keys: bool
     phonetic: bool
     pairs: bool
+    counts: bool
     used_keys: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, con: sqlite3.Connection) -> Schema:
         columns = {r[1] for r in con.execute("PRAGMA table_info(utterances)")}
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
-        return cls("time_key" in columns, phonetic.TABLE in tables, fulltext.PAIRS in tables)
+        return cls(
+            "time_key" in columns,
+            phonetic.TABLE in tables,
+            fulltext.PAIRS in tables,
+            "phonetic_terms" in tables,
+        )
 
     def key(self, at: datetime) -> int:
         """The indexer's rule: the utterance's microsecond, or the next free one."""
@@ -167,6 +174,7 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
         con.execute("BEGIN")
         _session_rows(con, sid, started, seconds)
         utts, words, sounds, pairs = [], [], [], []
+        counts: Counter[str] = Counter()
         t = rng.uniform(*PAUSE)
         while t < seconds:
             n = rng.randint(*UTTERANCE_WORDS)
@@ -187,7 +195,9 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
             if schema.pairs:
                 pairs.append((utts[-1][-1], " ".join(fulltext.pairs(texts))))
             if schema.phonetic:
-                sounds.append((utt_id, phonetic.index_text(texts)))
+                terms = sorted({t.casefold() for t in phonetic.index_text(texts).split()})
+                sounds.append((utt_id, " ".join(terms)))
+                counts.update(terms)
             t += rng.uniform(*PAUSE)
         columns = "id, session_id, start, end, at, text, engine, transcript_id"
         if schema.time_keys:
@@ -200,6 +210,13 @@ def fill(db_path: Path, hours: float, vocab_size: int, seed: int) -> Built:
             words,
         )
         con.executemany(f"INSERT INTO {phonetic.TABLE}(rowid, trigrams) VALUES (?, ?)", sounds)
+        if schema.counts:  # what the indexer counts as it writes (pipeline.indexes)
+            con.executemany(
+                "INSERT INTO phonetic_terms (recorder, term, docs) VALUES ('bench', ?, ?) "
+                "ON CONFLICT (recorder, term) DO UPDATE SET docs = docs + excluded.docs",
+                sorted(counts.items()),
+            )
+            counts.clear()
         con.executemany(f"INSERT INTO {fulltext.PAIRS}(rowid, pairs) VALUES (?, ?)", pairs)
         con.execute("COMMIT")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
