@@ -24,7 +24,7 @@ import struct
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -207,9 +207,12 @@ def pruned(
 # --- stored with the utterance ---------------------------------------------------------
 
 
-class Columns(NamedTuple):
-    """A word graph column by column, as search reads it: ``counts[k]`` is how many
-    words word k follows, listed in ``follows`` (indexes) word after word."""
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """What an utterance may have said, column by column as search reads it: its words,
+    in time order, each with its times, the recognizer's weight for it, and the words
+    it may follow (``counts[k]`` of them for word k, listed in ``follows`` word after
+    word)."""
 
     texts: tuple[str, ...]
     starts: np.ndarray
@@ -218,16 +221,34 @@ class Columns(NamedTuple):
     counts: np.ndarray
     follows: np.ndarray
 
+    @classmethod
+    def of_words(cls, texts: Sequence[str], starts: Sequence[float], ends: Sequence[float]):
+        """The transcript's words, one after another, each sure."""
+        n = len(texts)
+        counts = np.ones(n, dtype=np.intp)
+        counts[:1] = 0
+        return cls(
+            tuple(texts),
+            np.asarray(starts, dtype=np.float64),
+            np.asarray(ends, dtype=np.float64),
+            np.ones(n),
+            counts,
+            np.arange(max(n - 1, 0), dtype=np.intp),
+        )
 
-def columns(alternatives: Sequence[Alternative]) -> Columns:
-    return Columns(
-        tuple(a.text for a in alternatives),
-        np.array([a.start for a in alternatives], dtype=np.float64),
-        np.array([a.end for a in alternatives], dtype=np.float64),
-        np.array([a.weight for a in alternatives], dtype=np.float64),
-        np.array([len(a.follows) for a in alternatives], dtype=np.intp),
-        np.array([f for a in alternatives for f in a.follows], dtype=np.intp),
-    )
+    @classmethod
+    def of_alternatives(cls, alternatives: Sequence[Alternative]) -> Graph:
+        return cls(
+            tuple(a.text for a in alternatives),
+            np.array([a.start for a in alternatives], dtype=np.float64),
+            np.array([a.end for a in alternatives], dtype=np.float64),
+            np.array([a.weight for a in alternatives], dtype=np.float64),
+            np.array([len(a.follows) for a in alternatives], dtype=np.intp),
+            np.array([f for a in alternatives for f in a.follows], dtype=np.intp),
+        )
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 _VERSION = 1
@@ -242,7 +263,7 @@ def pack(alternatives: Sequence[Alternative], origin: float) -> bytes:
     links (uint32); each word (:data:`_WORD`; times from ``origin``, the utterance's
     start); the links (uint32: the word indexes each follows, word after word); the
     words' text, one per line."""
-    c = columns(alternatives)
+    c = Graph.of_alternatives(alternatives)
     words = np.zeros(len(c.texts), dtype=_WORD)
     words["start"] = np.round((c.starts - origin) * _CENTI)
     words["end"] = np.round((c.ends - origin) * _CENTI)
@@ -257,7 +278,7 @@ def pack(alternatives: Sequence[Alternative], origin: float) -> bytes:
     return zlib.compress(b"".join(parts), 9)
 
 
-def unpack(graph: bytes, origin: float) -> Columns:
+def unpack(graph: bytes, origin: float) -> Graph:
     """What :func:`pack` stored, with session-absolute times again."""
     raw = zlib.decompress(graph)
     version, n, f = struct.unpack_from("<BII", raw)
@@ -268,7 +289,7 @@ def unpack(graph: bytes, origin: float) -> Columns:
     at += words.nbytes
     follows = np.frombuffer(raw, dtype="<u4", count=f, offset=at)
     texts = tuple(raw[at + follows.nbytes :].decode("utf-8").split("\n")) if n else ()
-    return Columns(
+    return Graph(
         texts,
         origin + words["start"] / _CENTI,
         origin + words["end"] / _CENTI,
@@ -278,7 +299,7 @@ def unpack(graph: bytes, origin: float) -> Columns:
     )
 
 
-def alternatives(c: Columns) -> list[Alternative]:
+def alternatives(c: Graph) -> list[Alternative]:
     """The graph's words as messages again (what the phonetic index reads)."""
     ends = np.cumsum(c.counts)
     return [

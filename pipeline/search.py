@@ -641,7 +641,7 @@ def _said(db: DbSession, ids: list[int], *, neighbours: bool = True) -> dict[int
     out: dict[int, _Said] = {}
     for i, start, at, _, packed, following, previous in rows:
         if packed is not None:
-            graph = soundalike.Graph(*lattice.unpack(packed, start))
+            graph = lattice.unpack(packed, start)
         else:
             graph = soundalike.Graph.of_words(*words[i])
         when = _utc(at)

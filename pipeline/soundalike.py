@@ -1,6 +1,6 @@
 """Does an utterance sound like the query? An approximate match of phonemes along a word graph.
 
-An utterance is searched as a :class:`Graph`: its words in a row, or, where
+An utterance is searched as a :class:`~pipeline.lattice.Graph`: its words in a row, or, where
 the recognizer gave them, its alternatives (:mod:`pipeline.lattice`), which
 hold those words and the others it weighed. The query's phonemes are
 matched along any path of the graph by a substring edit distance (Sellers):
@@ -31,8 +31,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from . import lattice
-from .messages import Alternative
+from .lattice import Graph
 from .phonetic import VOWELS, word_phonemes
 
 PARTIAL_WORD_COST = 0.5
@@ -93,42 +92,6 @@ def _costs() -> np.ndarray:
 def _ids(word: str) -> np.ndarray:
     """A word's phonemes as ids; a word with none (not English) is one that matches nothing."""
     return np.array([_ID.get(p, _PAD) for p in word_phonemes(word)] or [_PAD], dtype=np.intp)
-
-
-@dataclass(frozen=True, eq=False)
-class Graph:
-    """What an utterance may have said: its words, in time order, each with its times,
-    the recognizer's weight for it, and the words it may follow (``counts[k]`` of
-    them for word k, listed in ``follows`` word after word)."""
-
-    texts: tuple[str, ...]
-    starts: np.ndarray
-    ends: np.ndarray
-    weights: np.ndarray
-    counts: np.ndarray
-    follows: np.ndarray
-
-    @classmethod
-    def of_words(cls, texts: Sequence[str], starts: Sequence[float], ends: Sequence[float]):
-        """The transcript's words, one after another, each sure."""
-        n = len(texts)
-        counts = np.ones(n, dtype=np.intp)
-        counts[:1] = 0
-        return cls(
-            tuple(texts),
-            np.asarray(starts, dtype=np.float64),
-            np.asarray(ends, dtype=np.float64),
-            np.ones(n),
-            counts,
-            np.arange(max(n - 1, 0), dtype=np.intp),
-        )
-
-    @classmethod
-    def of_alternatives(cls, alternatives: Sequence[Alternative]) -> Graph:
-        return cls(*lattice.columns(alternatives))
-
-    def __len__(self) -> int:
-        return len(self.texts)
 
 
 @dataclass(frozen=True)
