@@ -113,18 +113,24 @@ def fts_sql(path: Path) -> str:
     return row[0]
 
 
+# A session (id 7) with its default transcript (id 3), as raw SQL for old schemas
+SESSION_7 = (
+    "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
+    "frames, status, transcript_id) VALUES (7, 'k', 'file', 'a.wav', "
+    "'2026-01-05 09:00:00.000000', 16000, 1, 160000, 'complete', 3);"
+    "INSERT INTO transcripts (id, session_id, engine, version, created_at) "
+    "VALUES (3, 7, 'vosk:x', '', '2026-01-05 09:00:00.000000');"
+)
+
+
 def test_the_fts_index_is_rebuilt_with_prefix_indexes_and_keeps_every_word(home):
     """Migration 0005 rebuilds an archive's FTS5 table; old words, new words, deletes all work."""
     engine = archive_at(home, "0004")
     assert "prefix" not in fts_sql(home.db_path)
     con = sqlite3.connect(home.db_path)
     con.executescript(
-        "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
-        "frames, status, transcript_id) VALUES (7, 'k', 'file', 'a.wav', "
-        "'2026-01-05 09:00:00.000000', 16000, 1, 160000, 'complete', 3);"
-        "INSERT INTO transcripts (id, session_id, engine, version, created_at) "
-        "VALUES (3, 7, 'vosk:x', '', '2026-01-05 09:00:00.000000');"
-        "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
+        SESSION_7
+        + "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
         "VALUES (1, 7, 1.0, 2.0, '2026-01-05 09:00:01.000000', 'the budget review', "
         "'vosk:x', 3), (2, 7, 3.0, 4.0, '2026-01-05 09:00:03.000000', 'see you monday', "
         "'vosk:x', 3);"
@@ -181,13 +187,9 @@ def test_the_fts_index_is_rebuilt_in_time_order_and_keeps_every_word(home):
     engine = archive_at(home, "0006")
     con = sqlite3.connect(home.db_path)
     con.executescript(
-        "INSERT INTO sessions (id, key, source_kind, source, started_at, rate, channels, "
-        "frames, status, transcript_id) VALUES (7, 'k', 'file', 'a.wav', "
-        "'2026-01-05 09:00:00.000000', 16000, 1, 160000, 'complete', 3);"
-        "INSERT INTO transcripts (id, session_id, engine, version, created_at) "
-        "VALUES (3, 7, 'vosk:x', '', '2026-01-05 09:00:00.000000');"
         # ids against time: 1 was said last; 2 and 3 at the very same microsecond
-        "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
+        SESSION_7
+        + "INSERT INTO utterances (id, session_id, start, end, at, text, engine, transcript_id) "
         "VALUES (1, 7, 9.0, 9.5, '2026-01-05 09:00:09.000000', 'budget review late', "
         "'vosk:x', 3), (2, 7, 3.0, 4.0, '2026-01-05 09:00:03.250000', 'budget review', "
         "'vosk:x', 3), (3, 7, 3.0, 4.0, '2026-01-05 09:00:03.250000', 'budget review', "
