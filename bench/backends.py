@@ -28,7 +28,10 @@ cluster is a private one in a temporary folder, on a free port)::
    messages), then replayed into PostgreSQL by :class:`pipeline.spool.Writer`:
    time to write an hour offline.
 
-It prints figures and exits 0 whatever they are.
+The cluster runs as a team's server would (``tests.postgres_server.SERVER_SETTINGS``):
+durable commits (``fsync``, ``synchronous_commit`` on, unlike the tests' cluster) and
+``shared_buffers=2GB`` (PostgreSQL's default, 128 MB, holds not even the sounds-like
+index of 1000 h). It prints figures and exits 0 whatever they are.
 """
 
 from __future__ import annotations
@@ -322,7 +325,7 @@ def main() -> None:
 
     if args.keep:  # the kept cluster must take the same password the next time
         os.environ.setdefault("PIPELINE_TEST_PG_PASSWORD", "pipeline-bench")
-    from tests.postgres_server import Postgres, server_bin
+    from tests.postgres_server import SERVER_SETTINGS, Postgres, server_bin
 
     found = server_bin()
     if found is None:
@@ -332,7 +335,7 @@ def main() -> None:
     built = args.keep is not None and (root / "cluster" / "data").is_dir()
     if args.keep is not None and os.geteuid() == 0:
         shutil.chown(root, "postgres")  # the server runs as postgres under root
-    pg = Postgres(found, root / "cluster" if args.keep else None)
+    pg = Postgres(found, root / "cluster" if args.keep else None, SERVER_SETTINGS)
     if not built:
         if args.keep:
             (root / "cluster").mkdir(exist_ok=True)

@@ -23,6 +23,7 @@ filter is a rowid range:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -47,6 +48,13 @@ def tokens(text: str) -> list[str]:
     stripped = "".join(ch for ch in folded if not unicodedata.combining(ch))
     # composed again: NFKD splits Hangul syllables into jamo, which FTS5 keeps whole
     return _TOKEN.findall(unicodedata.normalize("NFC", stripped))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def word_tokens(word: str) -> tuple[str, ...]:
+    """:func:`tokens` of one word as the recognizer wrote it, remembered: every search
+    checks its hits word by word, and speech says the same words again and again."""
+    return tuple(tokens(word))
 
 
 def check_length(query: str) -> None:

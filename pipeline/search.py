@@ -30,6 +30,7 @@ from .fulltext import (
     phrase_match,
     phrase_words,
     tokens,
+    word_tokens,
 )
 
 
@@ -335,9 +336,9 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     if not ids:
         return []
     words: dict[int, list[SaidWord]] = {i: [] for i in ids}
-    for utterance_id, *word in db.execute(_WORDS, {"ids": ids}):
+    for utterance_id, *word in db.execute(_WORDS, {"ids": ids}).all():
         words[utterance_id].append(SaidWord(*word))
-    said = {row.id: _Found(*row, words=words[row.id]) for row in db.execute(_FOUND, {"ids": ids})}
+    said = {r.id: _Found(*r, words=words[r.id]) for r in db.execute(_FOUND, {"ids": ids}).all()}
     made = (make(said[i], what) for i, what in found if i in said)
     hits = [h for h in made if h is not None]
     segments = _segments_at(db, [(h.session_id, round(h.start * said[h.id].rate)) for h in hits])
@@ -403,7 +404,7 @@ def _segments_at(
         'ORDER BY x."offset" DESC LIMIT 1)'
     )
     out: list[tuple[str | None, float | None]] = [(None, None)] * len(moments)
-    for i, frame, path, offset, frames, rate in db.execute(sql, params):
+    for i, frame, path, offset, frames, rate in db.execute(sql, params).all():
         if frame < offset + frames:
             out[i] = (path, (frame - offset) / rate)
     return out
@@ -411,7 +412,7 @@ def _segments_at(
 
 def locate(words: list[SaidWord], wanted: list[str]) -> tuple[int, int] | None:
     """The word range whose tokens spell ``wanted``; None if they do not."""
-    flat: list[tuple[str, int]] = [(t, i) for i, w in enumerate(words) for t in tokens(w.text)]
+    flat = [(t, i) for i, w in enumerate(words) for t in word_tokens(w.text)]
     n = len(wanted)
     for k in range(len(flat) - n + 1):
         if [t for t, _ in flat[k : k + n]] == wanted:
@@ -422,7 +423,7 @@ def locate(words: list[SaidWord], wanted: list[str]) -> tuple[int, int] | None:
 def locate_any(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
     """The first word that is (or, for a prefix query, starts like) one of ``wanted``."""
     for i, w in enumerate(words):
-        if any(t.startswith(x) for t in tokens(w.text) for x in wanted):
+        if any(t.startswith(x) for t in word_tokens(w.text) for x in wanted):
             return i, i + 1
     return 0, len(words)
 

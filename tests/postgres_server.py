@@ -43,10 +43,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Tests need no durability: a crash of the test machine loses a throwaway cluster
+TEST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "128MB",
+}
+# What a server for a team would run with: durable commits, and a cache that holds the
+# search indexes of a large archive (PostgreSQL's default is 128 MB)
+SERVER_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_buffers": "2GB",
+}
+
+
 class Postgres:
     """A throwaway PostgreSQL cluster; ``url(db)`` is a SQLAlchemy URL for a database in it."""
 
-    def __init__(self, bin_dir: Path, root: Path | None = None) -> None:
+    def __init__(
+        self, bin_dir: Path, root: Path | None = None, settings: dict[str, str] | None = None
+    ) -> None:
+        """``settings``: server settings over :data:`TEST_SETTINGS` (a benchmark's)."""
         # right under /tmp: as root the server runs as `postgres`, which must reach it
         self.root = root or Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
         self.bin = bin_dir
@@ -54,6 +75,7 @@ class Postgres:
         self.sockets = self.root / "run"
         self.port = free_port()
         self.as_root = os.geteuid() == 0
+        self.settings = {**TEST_SETTINGS, **(settings or {})}
 
     def _run(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         command = [str(self.bin / args[0]), *args[1:]]
@@ -89,10 +111,8 @@ class Postgres:
 
     def start(self) -> None:
         """Start (or start again) the server on its port; wait until it takes connections."""
-        options = (
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200 -c shared_buffers=128MB"
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 " + " ".join(
+            f"-c {name}={value}" for name, value in self.settings.items()
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o", options,
