@@ -157,9 +157,11 @@ def test_a_microphone_is_recorded(pulse, tmp_path):
 
 
 def test_system_and_mic_are_two_channels_of_one_session(pulse, tmp_path):
-    proc = start_record(tmp_path, "--source", "system+mic", "--duration", "12")
+    # 20 s: two plays of 3.3 s and a pause, each paplay's start-up, the recorder's own
+    proc = start_record(tmp_path, "--source", "system+mic", "--duration", "20")
     wait_until_recording(pulse, streams=2)
     system = pulse.play(SHORT, "speakers")
+    time.sleep(1.5)  # a pause: one utterance each (a search hit is an utterance)
     mic = pulse.play(SHORT, "micfeed")
     finish(proc)
     [session] = Archive(tmp_path).sessions()
@@ -168,7 +170,7 @@ def test_system_and_mic_are_two_channels_of_one_session(pulse, tmp_path):
     assert len(hits) == 2
     for hit, began in zip(hits, (system, mic), strict=True):
         assert heard_when_played(hit, began)
-    # (a 12 s session may straddle a wall-clock rotation boundary: read every segment in order)
+    # (the session may straddle a wall-clock rotation boundary: read every segment in order)
     segments = sorted((tmp_path / "recordings" / session.key).iterdir())
     data = np.concatenate([sf.read(str(s), dtype="int16")[0] for s in segments])
     rate = session.rate
