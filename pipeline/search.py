@@ -436,7 +436,8 @@ FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
 # until their utterances add up to this, so a query costs about the same in an
 # archive of any size (a common trigram is in a good share of all utterances).
 FUZZY_POSTINGS = 20_000
-FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common
+FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common,
+FUZZY_MAX_POSTINGS = 2 * FUZZY_POSTINGS  # unless that reads more than this
 # A phrase said across a pause: a candidate is matched with the end of the utterance
 # before it and the start of the one after (soundalike.Candidate) if the pause is this
 # long at most
@@ -555,7 +556,7 @@ def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[in
     ids, weights = [], []
     for term, count in _rarest(db, trigrams):
         listed = db.execute(index.sound_postings(), {"term": index.sound_term(term)}).scalar()
-        found = np.array(listed.split(","), dtype=np.int64) if listed else np.zeros(0, np.int64)
+        found = np.fromstring(listed or "", dtype=np.int64, sep=",")  # (C: 6x np.array(split))
         ids.append(found)
         weights.append(np.full(len(found), math.log(everyone / count)))
     if not ids:
@@ -605,11 +606,13 @@ def _passing(db: DbSession, ranked: list[int], filters: Filters) -> list[int]:
 
 def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
     """The query's rarest trigrams that the archive has, with how many utterances have
-    each, until those add up to :data:`FUZZY_POSTINGS` (at least :data:`FUZZY_MIN_TRIGRAMS`)."""
+    each, until those add up to :data:`FUZZY_POSTINGS` (at least :data:`FUZZY_MIN_TRIGRAMS`
+    of them while they add up to :data:`FUZZY_MAX_POSTINGS`; at least one)."""
     counts = indexes.of(db).sound_counts(db, sorted({t.casefold() for t in trigrams}))
     asked, total = [], 0
     for term, count in sorted(counts.items(), key=lambda tc: (tc[1], tc[0])):
-        if len(asked) >= FUZZY_MIN_TRIGRAMS and total + count > FUZZY_POSTINGS:
+        enough = len(asked) >= FUZZY_MIN_TRIGRAMS or total + count > FUZZY_MAX_POSTINGS
+        if asked and enough and total + count > FUZZY_POSTINGS:
             break
         asked.append((term, count))
         total += count
