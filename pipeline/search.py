@@ -306,14 +306,29 @@ class _Found:
     started_at: datetime
     rate: int
     recorder: str
+    # the segment holding the utterance's start (None if its audio is gone): path,
+    # first frame, frames, rate
+    segment: tuple[str, int, int, int] | None
     words: list[SaidWord]
 
+    def heard_in(self, frame: int) -> tuple[str, float] | None:
+        """The segment file and seconds into it of a frame in its segment, else None."""
+        if self.segment is None:
+            return None
+        path, offset, frames, rate = self.segment
+        return (path, (frame - offset) / rate) if offset <= frame < offset + frames else None
 
+
+# The utterances with their sessions and the segment holding each one's start (the
+# latest starting at or before it, found by the index on session and offset)
 _FOUND = (
     text(
         'SELECT u.id, u.start, u."end", u.engine, s.id AS session_id, s.key, s.source, '
-        "s.started_at, s.rate, s.recorder FROM utterances AS u "
-        "JOIN sessions AS s ON s.id = u.session_id "
+        's.started_at, s.rate, s.recorder, g.path, g."offset", g.frames, g.rate '
+        "FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
+        "LEFT JOIN segments AS g ON g.id = (SELECT x.id FROM segments AS x "
+        'WHERE x.session_id = u.session_id AND x."offset" <= CAST(u.start * s.rate AS BIGINT) '
+        'AND (x.deleted_at IS NULL OR x.remote IS NOT NULL) ORDER BY x."offset" DESC LIMIT 1) '
         "WHERE u.id IN :ids"
     )
     .bindparams(bindparam("ids", expanding=True))
@@ -329,8 +344,9 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     """The hits for (utterance id, what was found in it), in that order; ``make(utterance,
     what)`` makes each (see :func:`_hit_at`).
 
-    Three plain queries for all of them: utterances with sessions, words, and the
-    segment file holding each match (a session of a day has hundreds).
+    Two plain queries for all of them: utterances with sessions and segments, and
+    words; a third only for matches past the end of their utterance's first segment
+    or whose audio is gone.
     """
     ids = sorted({i for i, _ in found})
     if not ids:
@@ -338,13 +354,21 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     words: dict[int, list[SaidWord]] = {i: [] for i in ids}
     for utterance_id, *word in db.execute(_WORDS, {"ids": ids}).all():
         words[utterance_id].append(SaidWord(*word))
-    said = {r.id: _Found(*r, words=words[r.id]) for r in db.execute(_FOUND, {"ids": ids}).all()}
+    said = {}
+    for *row, path, offset, frames, rate in db.execute(_FOUND, {"ids": ids}).all():
+        segment = None if path is None else (path, offset, frames, rate)
+        said[row[0]] = _Found(*row, segment, words[row[0]])
     made = (make(said[i], what) for i, what in found if i in said)
     hits = [h for h in made if h is not None]
-    segments = _segments_at(db, [(h.session_id, round(h.start * said[h.id].rate)) for h in hits])
+    frames = [round(h.start * said[h.id].rate) for h in hits]
+    heard = [said[h.id].heard_in(frame) for h, frame in zip(hits, frames, strict=True)]
+    missing = [k for k, x in enumerate(heard) if x is None]
+    later = _segments_at(db, [(hits[k].session_id, frames[k]) for k in missing])
+    for k, at in zip(missing, later, strict=True):
+        heard[k] = at
     return [
-        dataclasses.replace(h, segment=path, segment_offset=offset)
-        for h, (path, offset) in zip(hits, segments, strict=True)
+        dataclasses.replace(h, segment=at[0], segment_offset=at[1])
+        for h, at in zip(hits, heard, strict=True)
     ]
 
 
