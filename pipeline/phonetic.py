@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .messages import Alternative
 
 TABLE = "utterances_phonetic"
-VOCAB = "utterances_phonetic_vocab"  # fts5vocab: how many utterances have each trigram
 VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())  # noqa: SIM905
 
 
@@ -182,18 +181,6 @@ def index_trigrams(connection, rows: list[tuple[int, list[str]]]) -> None:
         )
 
 
-def index_utterances(
-    connection,
-    rows: list[tuple[int, list[str]]],
-    alternatives: dict[int, Sequence[Alternative]] | None = None,
-) -> None:
-    """Add (utterance id, its words) to the phonetic index (on a SQLAlchemy connection),
-    with the utterances' ``alternatives`` where they have some."""
-    from sqlalchemy import text
-
-    heard = alternatives or {}
-    if rows:
-        connection.execute(
-            text(f"INSERT INTO {TABLE}(rowid, trigrams) VALUES (:id, :trigrams)"),
-            [{"id": i, "trigrams": index_text(words, heard.get(i, ()))} for i, words in rows],
-        )
+def index_utterances(connection, rows: list[tuple[int, list[str]]]) -> None:
+    """Add (utterance id, its words) to the phonetic index (on a SQLAlchemy connection)."""
+    index_trigrams(connection, [(i, index_text(words).split()) for i, words in rows])
