@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import numpy as np
@@ -311,12 +311,25 @@ class _Found:
     segment: tuple[str, int, int, int] | None
     words: list[SaidWord]
 
-    def heard_in(self, frame: int) -> tuple[str, float] | None:
-        """The segment file and seconds into it of a frame in its segment, else None."""
-        if self.segment is None:
-            return None
-        path, offset, frames, rate = self.segment
-        return (path, (frame - offset) / rate) if offset <= frame < offset + frames else None
+
+def _latest_segment(session: str, frame: str) -> str:
+    """SQL for the id of a session's latest segment starting at or before a frame, of
+    those whose audio is here or has a copy in object storage (the index on session and
+    offset finds it)."""
+    return (
+        f'(SELECT x.id FROM segments AS x WHERE x.session_id = {session} AND x."offset" <= '
+        f"{frame} AND (x.deleted_at IS NULL OR x.remote IS NOT NULL) "
+        'ORDER BY x."offset" DESC LIMIT 1)'
+    )
+
+
+def _into(segment: tuple[str, int, int, int] | None, frame: int) -> tuple[str, float] | None:
+    """The segment file (path, first frame, frames, rate) and seconds into it of a frame,
+    if the segment holds that frame; else None."""
+    if segment is None:
+        return None
+    path, offset, frames, rate = segment
+    return (path, (frame - offset) / rate) if offset <= frame < offset + frames else None
 
 
 # The utterances with their sessions and the segment holding each one's start (the
@@ -326,10 +339,9 @@ _FOUND = (
         'SELECT u.id, u.start, u."end", u.engine, s.id AS session_id, s.key, s.source, '
         's.started_at, s.rate, s.recorder, g.path, g."offset", g.frames, g.rate '
         "FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
-        "LEFT JOIN segments AS g ON g.id = (SELECT x.id FROM segments AS x "
-        'WHERE x.session_id = u.session_id AND x."offset" <= CAST(u.start * s.rate AS BIGINT) '
-        'AND (x.deleted_at IS NULL OR x.remote IS NOT NULL) ORDER BY x."offset" DESC LIMIT 1) '
-        "WHERE u.id IN :ids"
+        "LEFT JOIN segments AS g ON g.id = "
+        + _latest_segment("u.session_id", "CAST(u.start * s.rate AS BIGINT)")
+        + " WHERE u.id IN :ids"
     )
     .bindparams(bindparam("ids", expanding=True))
     .columns(started_at=schema.UTCDateTime())
@@ -351,17 +363,17 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     ids = sorted({i for i, _ in found})
     if not ids:
         return []
-    words: dict[int, list[SaidWord]] = {i: [] for i in ids}
-    for utterance_id, *word in db.execute(_WORDS, {"ids": ids}).all():
-        words[utterance_id].append(SaidWord(*word))
+    words = _words_of(db, ids)
     said = {}
     for *row, path, offset, frames, rate in db.execute(_FOUND, {"ids": ids}).all():
         segment = None if path is None else (path, offset, frames, rate)
-        said[row[0]] = _Found(*row, segment, words[row[0]])
+        texts, starts, ends = words[row[0]]
+        said_words = [SaidWord(*w) for w in zip(texts, starts, ends, strict=True)]
+        said[row[0]] = _Found(*row, segment, said_words)
     made = (make(said[i], what) for i, what in found if i in said)
     hits = [h for h in made if h is not None]
     frames = [round(h.start * said[h.id].rate) for h in hits]
-    heard = [said[h.id].heard_in(frame) for h, frame in zip(hits, frames, strict=True)]
+    heard = [_into(said[h.id].segment, frame) for h, frame in zip(hits, frames, strict=True)]
     missing = [k for k, x in enumerate(heard) if x is None]
     later = _segments_at(db, [(hits[k].session_id, frames[k]) for k in missing])
     for k, at in zip(missing, later, strict=True):
@@ -423,14 +435,11 @@ def _segments_at(
     sql = text(
         f"WITH m(i, session, frame) AS (VALUES {rows}) "
         'SELECT m.i, m.frame, g.path, g."offset", g.frames, g.rate FROM m JOIN segments AS g '
-        "ON g.id = (SELECT x.id FROM segments AS x WHERE x.session_id = m.session "
-        'AND x."offset" <= m.frame AND (x.deleted_at IS NULL OR x.remote IS NOT NULL) '
-        'ORDER BY x."offset" DESC LIMIT 1)'
+        f"ON g.id = {_latest_segment('m.session', 'm.frame')}"
     )
     out: list[tuple[str | None, float | None]] = [(None, None)] * len(moments)
-    for i, frame, path, offset, frames, rate in db.execute(sql, params).all():
-        if frame < offset + frames:
-            out[i] = (path, (frame - offset) / rate)
+    for i, frame, *segment in db.execute(sql, params).all():
+        out[i] = _into(tuple(segment), frame) or (None, None)
     return out
 
 
@@ -682,23 +691,15 @@ def _said(db: DbSession, ids: list[int], *, neighbours: bool = True) -> dict[int
 
 def _utc(at) -> datetime:
     """A time read as a plain row: SQLite's naive UTC text, or PostgreSQL's timestamptz."""
-    if isinstance(at, str):
-        return datetime.fromisoformat(at).replace(tzinfo=UTC)
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    return schema.as_utc(datetime.fromisoformat(at) if isinstance(at, str) else at)
 
 
 def _words_of(db: DbSession, ids: list[int]) -> dict[int, tuple[list, list, list]]:
-    """Each utterance's words: their texts, starts and ends, in order."""
+    """Each utterance's words, column by column: their texts, starts and ends, in order
+    (plain rows: fuzzy search reads thousands)."""
     out: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in ids}
     if ids:
-        rows = db.execute(
-            text(
-                'SELECT utterance_id, text, start, "end" FROM words WHERE utterance_id IN :ids '
-                "ORDER BY utterance_id, idx"
-            ).bindparams(bindparam("ids", expanding=True)),
-            {"ids": ids},
-        ).cursor.fetchall()
-        for utterance_id, word, start, end in rows:
+        for utterance_id, word, start, end in db.execute(_WORDS, {"ids": ids}).cursor.fetchall():
             texts, starts, ends = out[utterance_id]
             texts.append(word)
             starts.append(start)
