@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.archive import Archive
 from pipeline.errors import QueryError
+from pipeline.fulltext import STOP_WORDS
 from pipeline.index import Indexer
 from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
 from pipeline.search import phrase_query, search, tokens
@@ -283,3 +284,29 @@ def test_times_are_read_as_people_type_them():
     assert parse_when("2026-11-01T09:00+00:00", now=now) == datetime(2026, 11, 1, 9, tzinfo=UTC)
     with pytest.raises(ValueError, match="yesterday"):
         parse_when("someday", now=now)
+
+
+def test_every_hit_points_into_the_segment_that_holds_it(meeting_home):
+    """Segments are 10 s here, so some utterances run across an edge: a word found past
+    the edge is in the next segment, not in the one where its utterance began."""
+    import sqlite3
+
+    con = sqlite3.connect(meeting_home.db_path)
+    segments = {
+        path: (offset / rate, frames / rate)
+        for path, offset, frames, rate in con.execute(
+            'SELECT path, "offset", frames, rate FROM segments'
+        )
+    }
+    words = {w for (text,) in con.execute("SELECT text FROM utterances") for w in text.split()}
+    con.close()
+    words -= STOP_WORDS  # refused alone
+    archive = Archive(meeting_home)
+    hits = [h for w in sorted(words) for h in archive.search(w, limit=100)]
+    crossed = 0
+    for hit in hits:
+        begins, seconds = segments[hit.segment]
+        assert 0 <= hit.segment_offset < seconds
+        assert begins + hit.segment_offset == pytest.approx(hit.start, abs=1e-3)
+        crossed += not begins <= hit.utterance_start < begins + seconds
+    assert crossed  # some hits lie in a later segment than their utterance's start
