@@ -290,6 +290,25 @@ def test_a_query_reads_only_the_rarest_trigrams_of_a_large_archive(corpus_home, 
     assert top.session_id == session_of(archive, clip)
 
 
+def test_the_trigrams_always_asked_for_stop_at_the_cap(corpus_home, monkeypatch):
+    """Three trigrams are asked for even past the budget, but not past the cap: a phrase
+    of only common sounds must not read half the archive's postings."""
+    from sqlalchemy.orm import Session as DbSession
+
+    from pipeline import search as module
+    from pipeline.database import open_database
+
+    trigrams = phonetic.trigrams(phonetic.phonemes(["ill", "disposed", "young"]))
+    engine = open_database(corpus_home, readonly=True)
+    with DbSession(engine) as db:
+        monkeypatch.setattr(module, "FUZZY_POSTINGS", 1)
+        three = module._rarest(db, trigrams)
+        assert len(three) == module.FUZZY_MIN_TRIGRAMS
+        monkeypatch.setattr(module, "FUZZY_MAX_POSTINGS", three[0][1] + three[1][1] - 1)
+        assert module._rarest(db, trigrams) == three[:1]  # the rarest alone, always
+    engine.dispose()
+
+
 # --- what else the recognizer heard ----------------------------------------------------
 
 
