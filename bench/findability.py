@@ -183,11 +183,11 @@ def alternatives_for(words, competitors, rng):
     return tuple(out)
 
 
-def add_distractors(home, hours: float, *, plain: bool = False) -> int:
+def add_distractors(home, hours: float, *, plain: bool = False, seed: int = 7) -> int:
     """Write ``hours`` of synthetic transcripts through the real indexer; their count.
 
     Each utterance has alternatives like a PocketSphinx lattice's
-    (:func:`alternatives_for`), unless ``plain``.
+    (:func:`alternatives_for`), unless ``plain``. Another ``seed``, other words.
     """
     from datetime import UTC, datetime, timedelta
 
@@ -195,7 +195,7 @@ def add_distractors(home, hours: float, *, plain: bool = False) -> int:
     from pipeline.index import BATCH_MAX, Indexer
     from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
 
-    sentence, competitors, rng = word_sampler()
+    sentence, competitors, rng = word_sampler(seed)
     engine = open_archive(home)
     indexer = Indexer(engine)
     first = datetime.now(UTC) - timedelta(days=400)
