@@ -232,6 +232,12 @@ def add_distractors(home, hours: float, *, plain: bool = False, seed: int = 7) -
     return count
 
 
+def in_top3(hits: list[tuple[float, bool]], cut: float) -> bool:
+    """Whether one of the first three hits, as (score, at the right place), is right and
+    scores at least ``cut``: the at-scale goal's test of one phrase."""
+    return any(s >= cut and ok for s, ok in hits[:3])
+
+
 def windows(words: list[str]) -> list[tuple[int, str]]:
     return [(i, " ".join(words[i : i + PHRASE_WORDS])) for i in range(len(words) - 2)]
 
@@ -332,7 +338,7 @@ def main() -> None:
             return sum(any(s >= cut and ok for s, ok in hits) for hits in spoken)
 
         def top3_at(cut: float) -> int:
-            return sum(any(s >= cut and ok for s, ok in hits[:3]) for hits in spoken)
+            return sum(in_top3(hits, cut) for hits in spoken)
 
         def rejected_at(cut: float) -> int:
             return sum(best < cut for best in unspoken)

@@ -50,6 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RATE, normalize  # noqa: E402
+from bench.findability import add_distractors, in_top3  # noqa: E402
 
 SENTENCES = [
     "call me ishmael some years ago never mind how long precisely having little or no money",
@@ -216,12 +217,6 @@ def cutoff(found: list, best: list) -> tuple[float, float, float]:
     return 1.01, 0.0, 1.0
 
 
-def top3_rate(found: list, cut: float) -> float:
-    """The share of spoken phrases whose first right hit scoring ``cut`` is in the top 3."""
-    ranks = [next((k for k, (s, ok) in enumerate(f) if ok and s >= cut), 3) for f in found]
-    return sum(r < 3 for r in ranks) / len(found)
-
-
 def _with_distractors(folder: Path, distractors, clips: dict[str, list], min_weight: float):
     """The archive of the clips written after a copy of the distractors' (None: none)."""
     if distractors is None:
@@ -263,7 +258,6 @@ def main() -> None:
     print(f"{len(spoken)} spoken phrases, {len(unspoken)} unspoken")
     distractors = None
     if args.distractor_hours > 0:
-        from bench.findability import add_distractors
         from pipeline.config import Home
 
         distractors = Home(tmp / "distractors").ensure()
@@ -278,14 +272,16 @@ def main() -> None:
             soundalike.DOUBT_COST = doubt
             found, best = measure(engine, spoken, unspoken)
             cut, hit, rejected = cutoff(found, best)
-            top3 = top3_rate(measure(scaled, spoken, [])[0], cut) if scaled else math.nan
+            top3 = math.nan
+            if scaled is not None:
+                top3 = sum(in_top3(f, cut) for f in measure(scaled, spoken, [])[0]) / len(spoken)
             results.append((hit, -cut, weight, doubt, found, best))
             print(
                 f"  {weight:6.3f}   {doubt:5.2f}   {share:10.1f}          {cut:4.2f}   "
                 f"{hit:6.1%}  {rejected:6.1%}    {top3:6.1%}"
             )
         engine.dispose()
-        if scaled:
+        if scaled is not None:
             scaled.dispose()
     hit, cut, weight, doubt, found, best = max(results, key=lambda r: r[:2])
     print(
