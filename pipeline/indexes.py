@@ -116,6 +116,9 @@ class SqliteIndexes(_Sounds):
     """FTS5 tables (see the module's table)."""
 
     dialect = "sqlite"
+    # Sounds-like postings a query may read (search._rarest): about 20 ms of reading.
+    # FTS5 hands a trigram's posting list over whole, 0.35 µs a posting at 1000 h.
+    most_sound_postings = 60_000
 
     def add(self, connection, rows: list[Row], recorder: str) -> None:
         """Index new utterances: word pairs, sounds and their counts (FTS5 triggers do
@@ -163,6 +166,9 @@ class PostgresIndexes(_Sounds):
     """Tables with ``tsvector`` columns and GIN indexes (see the module's table)."""
 
     dialect = "postgresql"
+    # A GIN index gives only row locations, so each posting is a heap visit (1.3 µs
+    # cached at 1000 h): 20,000 keep sounds-like search under 100 ms (bench/backends.py).
+    most_sound_postings = 20_000
 
     def add(self, connection, rows: list[Row], recorder: str) -> None:
         """Index new utterances: words and pairs, sounds, and this recorder's trigram counts."""

@@ -465,12 +465,18 @@ def locate_any(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
 FUZZY_MIN_SCORE = 0.70  # rejects 90 % of phrases never said in bench/tune_fuzzy.py
 FUZZY_CANDIDATES = 100  # utterances checked by edit distance: those sharing the most trigrams
 FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
-# Utterance-trigram pairs a query reads at most: its rarest trigrams are asked for
-# until their utterances add up to this, so a query costs about the same in an
-# archive of any size (a common trigram is in a good share of all utterances).
+# Utterance-trigram pairs a query reads (postings): its rarest trigrams are asked for
+# until their utterances add up to a budget (_budget), a share of the archive's
+# utterances, so that as the archive grows the same trigrams are asked for and the
+# right utterance stays among the candidates; at least FUZZY_POSTINGS, at most what
+# the database reads in about 20 ms (indexes' most_sound_postings), so a query's time
+# grows with the archive up to that. In bench/findability.py at 1000 h, 20,000
+# postings put 53.5 % of the spoken phrases in the top 3, 60,000 70.4 %; at 100 h,
+# 60,000 did worse than 20,000 (85.9 against 87.3 %): common trigrams vote too.
 FUZZY_POSTINGS = 20_000
+FUZZY_POSTINGS_SHARE = 0.3  # of the utterances: 21,000 postings at 100 h (70,000 of them)
 FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common,
-FUZZY_MAX_POSTINGS = 2 * FUZZY_POSTINGS  # unless that reads more than this
+FUZZY_CAP = 2  # unless that reads more than this many budgets
 # A phrase said across a pause: a candidate is matched with the end of the utterance
 # before it and the start of the one after (soundalike.Candidate) if the pause is this
 # long at most
@@ -579,15 +585,15 @@ def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[in
 
     Not FTS5's bm25: ranking every match in SQL cost 100 ms per 10 000 matches,
     counting them here a few. Only the rarest trigrams are asked for
-    (:func:`_rarest`), so a query reads about as much in a large archive as in
-    a small one. The postings are read bare (joining each with its utterance for
-    the filters cost three times as much); the best are then checked against
-    the filters, best first, until enough pass.
+    (:func:`_rarest`), within a budget that grows with the archive up to what
+    the database reads in time (:func:`_budget`). The postings are read bare
+    (joining each with its utterance for the filters cost three times as much);
+    the best are then checked against the filters, best first, until enough pass.
     """
     everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
     index = indexes.of(db)
     ids, weights = [], []
-    for term, count in _rarest(db, trigrams):
+    for term, count in _rarest(db, trigrams, _budget(everyone, index.most_sound_postings)):
         listed = db.execute(index.sound_postings(), {"term": index.sound_term(term)}).scalar()
         found = np.fromstring(listed or "", dtype=np.int64, sep=",")  # (C: 6x np.array(split))
         ids.append(found)
@@ -637,15 +643,21 @@ def _passing(db: DbSession, ranked: list[int], filters: Filters) -> list[int]:
     return out
 
 
-def _rarest(db: DbSession, trigrams: list[str]) -> list[tuple[str, int]]:
+def _budget(utterances: int, most: int) -> int:
+    """How many postings a query reads in an archive of this many utterances, with a
+    database that reads at most ``most`` in time (see :data:`FUZZY_POSTINGS_SHARE`)."""
+    return min(most, max(FUZZY_POSTINGS, round(FUZZY_POSTINGS_SHARE * utterances)))
+
+
+def _rarest(db: DbSession, trigrams: list[str], budget: int) -> list[tuple[str, int]]:
     """The query's rarest trigrams that the archive has, with how many utterances have
-    each, until those add up to :data:`FUZZY_POSTINGS` (at least :data:`FUZZY_MIN_TRIGRAMS`
-    of them while they add up to :data:`FUZZY_MAX_POSTINGS`; at least one)."""
+    each, until those add up to ``budget`` (at least :data:`FUZZY_MIN_TRIGRAMS` of them
+    while they add up to :data:`FUZZY_CAP` budgets; at least one)."""
     counts = indexes.of(db).sound_counts(db, sorted({t.casefold() for t in trigrams}))
     asked, total = [], 0
     for term, count in sorted(counts.items(), key=lambda tc: (tc[1], tc[0])):
-        enough = len(asked) >= FUZZY_MIN_TRIGRAMS or total + count > FUZZY_MAX_POSTINGS
-        if asked and enough and total + count > FUZZY_POSTINGS:
+        enough = len(asked) >= FUZZY_MIN_TRIGRAMS or total + count > FUZZY_CAP * budget
+        if asked and enough and total + count > budget:
             break
         asked.append((term, count))
         total += count

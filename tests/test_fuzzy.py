@@ -284,10 +284,27 @@ def test_a_query_reads_only_the_rarest_trigrams_of_a_large_archive(corpus_home, 
     from pipeline import search as module
 
     monkeypatch.setattr(module, "FUZZY_POSTINGS", 1)
+    monkeypatch.setattr(module, "FUZZY_POSTINGS_SHARE", 0.0)
     archive = Archive(corpus_home)
     phrase, clip = MISHEARD[0]
     [top, *_] = archive.search(phrase, fuzzy=True)
     assert top.session_id == session_of(archive, clip)
+
+
+def test_the_postings_budget_grows_with_the_archive_up_to_what_its_database_reads():
+    """The same share of a larger archive's postings, so the same trigrams are asked for,
+    but never more than the database reads in time: PostgreSQL reads fewer."""
+    from pipeline import search as module
+    from pipeline.indexes import PostgresIndexes, SqliteIndexes
+
+    lite, pg = SqliteIndexes.most_sound_postings, PostgresIndexes.most_sound_postings
+    assert pg < lite
+    small = 1_000
+    assert module._budget(small, lite) == module.FUZZY_POSTINGS
+    grown = round(2 * module.FUZZY_POSTINGS / module.FUZZY_POSTINGS_SHARE)
+    assert module._budget(grown, lite) == 2 * module.FUZZY_POSTINGS <= lite
+    assert module._budget(100 * grown, lite) == lite
+    assert module._budget(100 * grown, pg) == pg
 
 
 def test_the_trigrams_always_asked_for_stop_at_the_cap(corpus_home, monkeypatch):
@@ -301,11 +318,11 @@ def test_the_trigrams_always_asked_for_stop_at_the_cap(corpus_home, monkeypatch)
     trigrams = phonetic.trigrams(phonetic.phonemes(["ill", "disposed", "young"]))
     engine = open_database(corpus_home, readonly=True)
     with DbSession(engine) as db:
-        monkeypatch.setattr(module, "FUZZY_POSTINGS", 1)
-        three = module._rarest(db, trigrams)
+        monkeypatch.setattr(module, "FUZZY_CAP", 10**9)  # a budget of 1, past any cap
+        three = module._rarest(db, trigrams, 1)
         assert len(three) == module.FUZZY_MIN_TRIGRAMS
-        monkeypatch.setattr(module, "FUZZY_MAX_POSTINGS", three[0][1] + three[1][1] - 1)
-        assert module._rarest(db, trigrams) == three[:1]  # the rarest alone, always
+        monkeypatch.setattr(module, "FUZZY_CAP", three[0][1] + three[1][1] - 1)
+        assert module._rarest(db, trigrams, 1) == three[:1]  # the rarest alone, always
     engine.dispose()
 
 
