@@ -477,6 +477,7 @@ FUZZY_POSTINGS = 20_000
 FUZZY_POSTINGS_SHARE = 0.3  # of the utterances: 21,000 postings at 100 h (70,000 of them)
 FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common,
 FUZZY_CAP = 2  # unless that reads more than this many budgets
+FUZZY_TIE_LOOKUPS = 1_000  # utterances tied at the last candidate's votes, ordered by length
 # A phrase said across a pause: a candidate is matched with the end of the utterance
 # before it and the start of the one after (soundalike.Candidate) if the pause is this
 # long at most
@@ -604,7 +605,45 @@ def _candidates(db: DbSession, trigrams: list[str], filters: Filters) -> list[in
     votes = np.bincount(which, weights=np.concatenate(weights))
     voted, votes = _with_next(voted, votes)
     order = np.lexsort((-voted, -votes))  # most votes first, then newest
+    order = _shortest_in_the_tie(db, voted, votes, order)
     return _passing(db, [int(i) for i in voted[order]], filters)
+
+
+def _shortest_in_the_tie(
+    db: DbSession, voted: np.ndarray, votes: np.ndarray, order: np.ndarray
+) -> np.ndarray:
+    """``order`` with the utterances that tie with the last candidate's votes shortest
+    first (then newest), if more tie than there is room for.
+
+    In a large archive a phrase of common sounds ("he was not") has every trigram
+    asked for in hundreds of utterances: the trigrams are a set, not in order. An
+    utterance that has them all by chance, from other words, is the likelier the
+    longer it is; one where the phrase was said is as likely at any length. Only
+    the tie is looked up, at most :data:`FUZZY_TIE_LOOKUPS` of it (by their newest).
+    """
+    if len(order) <= FUZZY_CANDIDATES:
+        return order
+    tie = int(np.count_nonzero(votes[order] >= votes[order[FUZZY_CANDIDATES - 1]]))
+    tie = min(tie, FUZZY_TIE_LOOKUPS)
+    if tie <= FUZZY_CANDIDATES:
+        return order
+    head = order[:tie]
+    lengths = _lengths(db, voted[head])
+    head = head[np.lexsort((-voted[head], lengths, -votes[head]))]
+    return np.concatenate([head, order[tie:]])
+
+
+def _lengths(db: DbSession, ids: np.ndarray) -> np.ndarray:
+    """Each utterance's length in seconds (infinite if it is gone)."""
+    found = dict(
+        db.execute(
+            text('SELECT id, "end" - start FROM utterances WHERE id IN :ids').bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": [int(i) for i in ids]},
+        ).all()
+    )
+    return np.array([found.get(int(i), math.inf) for i in ids], dtype=float)
 
 
 def _with_next(voted: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ from pipeline.archive import Archive
 from pipeline.config import Home
 from pipeline.database import migrate
 from pipeline.errors import QueryError
-from pipeline.messages import Alternative
+from pipeline.index import Indexer
+from pipeline.messages import Alternative, SessionStarted, TranscriptDone, Utterance, Word
 from pipeline.search import FUZZY_MIN_SCORE, search
 from pipeline.soundalike import DOUBT_COST, Candidate, Graph, Scorer, best_match
 from pipeline.supervisor import ingest
@@ -246,23 +248,23 @@ def test_the_dictionary_is_the_one_pocketsphinx_ships():
     assert len(phonetic.dictionary()) > 100_000
 
 
+def said(text: str, at: float, engine: str = "e", reindex: bool = False) -> Utterance:
+    """An utterance of session "k" as the recognizer hands it over, a word each 0.3 s."""
+    words = tuple(
+        Word(w, at + i * 0.3, at + i * 0.3 + 0.25, 1.0) for i, w in enumerate(text.split())
+    )
+    return Utterance("k", words[0].start, words[-1].end, words, engine, reindex)
+
+
+SESSION_K = SessionStarted("k", "file", "a.wav", datetime(2026, 1, 5, tzinfo=UTC), 16000, 1)
+
+
 def test_words_carried_into_a_new_transcript_are_found_by_sound(db):
     """A reindex keeps the old words of audio it could not hear; those are indexed too."""
-    from datetime import UTC, datetime
-
-    from pipeline.index import Indexer
-    from pipeline.messages import SessionStarted, TranscriptDone, Utterance, Word
-
-    def said(text: str, at: float, engine: str, reindex: bool = False) -> Utterance:
-        words = tuple(
-            Word(w, at + i * 0.3, at + i * 0.3 + 0.25, 1.0) for i, w in enumerate(text.split())
-        )
-        return Utterance("k", words[0].start, words[-1].end, words, engine, reindex)
-
     indexer = Indexer(db)
     indexer.write(
         [
-            SessionStarted("k", "file", "a.wav", datetime(2026, 1, 5, tzinfo=UTC), 16000, 1),
+            SESSION_K,
             said("he was not until this blows young man", 1.0, "old"),
             said("the budget meeting starts at nine", 20.0, "old"),
         ]
@@ -305,6 +307,34 @@ def test_the_postings_budget_grows_with_the_archive_up_to_what_its_database_read
     assert module._budget(grown, lite) == 2 * module.FUZZY_POSTINGS <= lite
     assert module._budget(100 * grown, lite) == lite
     assert module._budget(100 * grown, pg) == pg
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_candidates_that_tie_on_every_trigram_are_taken_shortest_first(
+    backend, request, tmp_path, monkeypatch
+):
+    """A phrase of common sounds has every trigram asked for in many utterances of a large
+    archive, in other words and order; the shorter one that said it must not lose the tie
+    to the newer ones (which took it before, so an old moment was never matched)."""
+    from pipeline import search as module
+    from pipeline.database import open_archive
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    db = open_archive(Home(tmp_path / "home", url).ensure())
+
+    chance = "hot was knotted he watched us he wanders nodded"  # every trigram, not in order
+    query = set(phonetic.trigrams(phonetic.phonemes(["he", "was", "not"])))
+    assert query <= set(phonetic.trigrams(phonetic.phonemes(chance.split())))
+    filler = "a bright blue kite flew"  # none of them
+    assert not query & set(phonetic.trigrams(phonetic.phonemes(filler.split())))
+    later = [
+        said(text, 10.0 * k + 5 * n) for k in range(1, 4) for n, text in enumerate([filler, chance])
+    ]
+    Indexer(db).write([SESSION_K, said("he was not", 1.0), *later])
+    monkeypatch.setattr(module, "FUZZY_CANDIDATES", 2)
+    hits = search(db, "he was not", fuzzy=True, min_score=0.0)
+    assert [h.start for h in hits if h.score == 1.0] == [1.0]
+    db.dispose()
 
 
 def test_the_trigrams_always_asked_for_stop_at_the_cap(corpus_home, monkeypatch):
