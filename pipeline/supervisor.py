@@ -8,8 +8,9 @@
 Children are started with the ``spawn`` context and ignore SIGINT: the
 supervisor owns signals. The first Ctrl+C asks capture to stop; STOP then
 travels down the chain so everything captured is recognized and committed.
-A second Ctrl+C, or a child that dies, ends the run at once; finished
-segments and committed words are kept either way.
+A second Ctrl+C (not one relayed within half a second: :class:`_Signals`), or a
+child that dies, ends the run at once; finished segments and committed words are
+kept either way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import multiprocessing as mp
 import queue
 import signal
@@ -59,6 +61,7 @@ from .status import Beacon, RunFile
 log = logging.getLogger(__name__)
 
 DEFAULT_COMPACT_AFTER = 3600.0  # seconds after a segment is written
+SAME_CTRL_C_SECONDS = 0.5  # SIGINTs closer than this are one (uv relays after 200 ms)
 AUDIO_QUEUE_CHUNKS = 240  # half-second chunks: two minutes of audio in flight at most
 REPORT_POLL_SECONDS = 0.2
 ABORT_SECONDS = 1.5
@@ -578,32 +581,57 @@ def _final_upkeep(home: Home, upkeep: Upkeep) -> None:
 
 def _supervise(children, stop, index_q, report_q, report, notify) -> None:
     children.start()
-    previous = _sigterm_as_interrupt()
+    signals = _Signals.install()
     try:
         _watch(children, report_q, stop, report, notify)
     except BaseException:
         _abort(children, stop, index_q)
         raise
     finally:
-        _restore_sigterm(previous)
+        signals.restore()
     shut_down(children.procs.values())
     _check_alive(children.procs)  # a child that failed after sending its STOP still counts
 
 
-def _sigterm_as_interrupt():
-    """SIGTERM stops a run the way Ctrl+C does (only the main thread can set handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+class _Signals:
+    """While a run lasts: SIGTERM stops it the way Ctrl+C does, and SIGINTs closer
+    together than :data:`SAME_CTRL_C_SECONDS` are one Ctrl+C.
 
-    def handler(signum, frame):
+    ``uv run``, when not on a terminal, relays to its child, 200 ms later, the SIGINT
+    that its process group got too (uv PRs 13925 and 13018). Taken for a second Ctrl+C,
+    it would end the run at once; arriving after the run, it would interrupt the
+    command's last words. So a Ctrl+C's handler stays until its window has passed. A
+    person who wants to stop at once presses again. Only the main thread can set
+    handlers; elsewhere this does nothing.
+    """
+
+    def __init__(self, previous: dict) -> None:
+        self.previous = previous
+        self.last = -math.inf  # the last SIGINT taken, monotonic seconds
+
+    @classmethod
+    def install(cls) -> _Signals:
+        if threading.current_thread() is not threading.main_thread():
+            return cls({})
+        signals = cls({})
+        signals.previous = {
+            s: signal.signal(s, signals._interrupt) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        return signals
+
+    def _interrupt(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if time.monotonic() - self.last < SAME_CTRL_C_SECONDS:
+                return  # the same Ctrl+C, relayed
+            self.last = time.monotonic()
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def _restore_sigterm(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    def restore(self) -> None:
+        if not self.previous:
+            return
+        time.sleep(max(0.0, self.last + SAME_CTRL_C_SECONDS - time.monotonic()))
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def _watch(children, report_q, stop, report: RunReport, notify) -> None:
