@@ -611,19 +611,19 @@ class _Signals:
 
     @classmethod
     def install(cls) -> _Signals:
-        if threading.current_thread() is not threading.main_thread():
-            return cls({})
         signals = cls({})
-        signals.previous = {
-            s: signal.signal(s, signals._interrupt) for s in (signal.SIGINT, signal.SIGTERM)
-        }
+        if threading.current_thread() is threading.main_thread():
+            signals.previous = {
+                s: signal.signal(s, signals._interrupt) for s in (signal.SIGINT, signal.SIGTERM)
+            }
         return signals
 
     def _interrupt(self, signum, frame) -> None:
         if signum == signal.SIGINT:
-            if time.monotonic() - self.last < SAME_CTRL_C_SECONDS:
+            now = time.monotonic()
+            if now - self.last < SAME_CTRL_C_SECONDS:
                 return  # the same Ctrl+C, relayed
-            self.last = time.monotonic()
+            self.last = now
         raise KeyboardInterrupt
 
     def restore(self) -> None:
