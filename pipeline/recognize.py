@@ -71,6 +71,11 @@ RETRANSCRIBE_STEP_SECONDS = 30  # a reindex reports its progress this often (aud
 GAP_CHUNK_SECONDS = 10  # silence for a gap is fed in pieces of this length
 ENDPOINTER_WINDOW = 0.3
 ENDPOINTER_RATIO = 0.9
+# Audio before the endpointer's start of speech that an utterance begins with: its voice
+# activity detector misses a word's soft onset ("and" in "and mister john" is lost, the
+# decoder starting cold at "mister"), so each utterance starts this much earlier (never
+# before the last one ended).
+PRE_ROLL_SECONDS = 0.2
 FAILURE_GRACE_SECONDS = 5.0  # a failed recognizer waits this long for the run to end it
 
 RawWord = tuple[str, float, float, float]  # text, start, end, confidence (utterance-relative)
@@ -404,6 +409,11 @@ class Transcriber:
         self._speech: list[bytes] = []
         self._speech_samples = 0
         self._speech_start = 0  # engine-rate sample where the current utterance began
+        self._last_end = self._base  # engine-rate sample where the last utterance ended
+        # the latest audio given to the endpointer (engine rate), ending at sample _fed:
+        # an utterance's pre-roll is taken from it
+        self._recent = np.zeros(0, dtype=np.int16)
+        self._fed = self._base
         self._cut = False  # the last utterance was cut short in the middle of speech
         self._unguessed: list[bytes] = []  # speech not yet given to engine.partial
 
@@ -538,6 +548,7 @@ class Transcriber:
         buf = np.concatenate([self._pending, samples]) if len(self._pending) else samples
         n = len(buf) // self._frame_samples * self._frame_samples
         self._pending = buf[n:].copy()
+        self._remember(buf[:n])
         out: list[Utterance] = []
         for i in range(0, n, self._frame_samples):
             frame = buf[i : i + self._frame_samples].tobytes()
@@ -550,15 +561,33 @@ class Transcriber:
                 out += self._emit()
         return out
 
+    def _remember(self, samples: np.ndarray) -> None:
+        """Keep what the endpointer is given, as far back as a pre-roll may reach: it
+        hands speech back up to a window late."""
+        keep = int((ENDPOINTER_WINDOW + PRE_ROLL_SECONDS) * self.engine.rate) + len(samples)
+        self._recent = np.concatenate([self._recent, samples])[-keep:]
+        self._fed += len(samples)
+
+    def _pre_roll(self, start: int) -> bytes:
+        """The audio just before engine sample ``start``: up to :data:`PRE_ROLL_SECONDS`,
+        not before the last utterance's end."""
+        first = self._fed - len(self._recent)  # the engine sample _recent begins with
+        lo = max(start - int(PRE_ROLL_SECONDS * self.engine.rate), self._last_end, first)
+        return self._recent[lo - first : max(0, start - first)].tobytes()
+
     def _take(self, speech: bytes) -> None:
         """Collect speech; its first frame dates the utterance.
 
         The endpointer hands frames back a window late, so the utterance's
         start is its ``speech_start``, counted from this session's first
-        frame; after a forced cut the next piece starts where the last ended.
+        frame, less the pre-roll; after a forced cut the next piece starts
+        where the last ended.
         """
         if not self._speech and not self._cut:
-            self._speech_start = self._base + round(self._ep.speech_start * self.engine.rate)
+            start = self._base + round(self._ep.speech_start * self.engine.rate)
+            pre = self._pre_roll(start)
+            self._speech_start = start - len(pre) // 2
+            speech = pre + speech
         self._speech.append(speech)
         self._speech_samples += len(speech) // 2
         if self._on_partial is not None:
@@ -576,6 +605,7 @@ class Transcriber:
         self._speech, self._speech_samples, self._unguessed = [], 0, []
         self._cut = self._ep.in_speech  # cut mid-speech: the next piece follows on
         self._speech_start += len(pcm) // 2
+        self._last_end = self._speech_start
         raw = self.engine.transcribe(pcm)
         if not raw:
             return []

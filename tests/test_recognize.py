@@ -67,11 +67,32 @@ def test_times_survive_a_gap_of_an_hour(sphinx):
     t, utts = transcribe(sphinx, SHORT)
     _, more = transcribe(sphinx, SHORT, offset=3600 * 16000, transcriber=t)
     first, later = utts + more + t.finish()
-    # (at the very start of a stream the endpointer may clip the first word)
-    assert first.text.endswith("next train to london leaves at noon today")
-    assert later.text.endswith("next train to london leaves at noon today")
+    assert first.text == later.text == "the next train to london leaves at noon today"
     for a, b in zip(first.words[-7:], later.words[-7:], strict=True):
         assert b.start == pytest.approx(a.start + 3600, abs=0.05)
+
+
+def test_each_utterance_keeps_the_soft_first_word_that_the_endpointer_hears_late(sphinx):
+    # without the pre-roll "the new office" was heard as "in your office", "the lecture"
+    # as "lecture"
+    t, utts = transcribe(sphinx, MEETING)
+    utts += t.finish()
+    expected = sentences(MEETING)
+    assert [u.text.split()[0] for u in utts] == [s["text"].split()[0] for s in expected]
+    for u, s in zip(utts, expected, strict=True):
+        assert s["start"] - recognize.PRE_ROLL_SECONDS - 0.3 <= u.start <= u.words[0].start
+
+
+def test_a_pre_roll_never_reaches_into_the_utterance_before(sphinx, monkeypatch):
+    monkeypatch.setattr(recognize, "PRE_ROLL_SECONDS", 0.5)
+    data, rate = sf.read(str(SHORT), dtype="int16")
+    loud = np.flatnonzero(np.abs(data) > 300)
+    speech, pause = data[loud[0] : loud[-1]], np.zeros(rate // 2, dtype=np.int16)
+    pcm = np.concatenate([pause, pause, speech, pause, speech, pause, pause])
+    t = Transcriber(sphinx, "s", rate, 1)
+    first, second = t.feed(Audio("s", 0, rate, 1, pcm.tobytes())) + t.finish()
+    assert first.end <= second.start < second.words[0].start
+    assert first.text == second.text == "the next train to london leaves at noon today"
 
 
 def test_endless_speech_is_cut_into_contiguous_utterances(sphinx, monkeypatch):
@@ -81,7 +102,10 @@ def test_endless_speech_is_cut_into_contiguous_utterances(sphinx, monkeypatch):
     assert len(utts) >= 2
     for a, b in zip(utts, utts[1:], strict=False):
         assert a.end == pytest.approx(b.start, abs=0.001)
-        assert b.end - b.start <= 1.0 + 0.03  # at most one VAD frame over
+    for u in utts[:-1]:
+        assert u.end - u.start <= 1.0 + 0.03  # at most one VAD frame over
+    # the end of the stream hands back the endpointer's last window at once
+    assert utts[-1].end - utts[-1].start <= 1.0 + recognize.ENDPOINTER_WINDOW
     assert utts[0].start == pytest.approx(sentences(SHORT)[0]["start"], abs=0.3)
 
 
