@@ -142,6 +142,10 @@ class PocketSphinxEngine:
         if self._guessing:
             d.end_utt()
             self._guessing = False
+        # its noise filter (remove_noise) carries its estimate over from the audio
+        # before: without this reset an utterance's words depend on what the process
+        # decoded earlier (another file, the other side of a backlog's cut)
+        d.reinit_feat()
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()

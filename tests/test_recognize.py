@@ -13,7 +13,7 @@ from pipeline.errors import ModelError
 from pipeline.messages import Audio
 from pipeline.recognize import EngineSpec, PocketSphinxEngine, Transcriber, VoskEngine
 
-from .conftest import KOREAN, MEETING, SHORT, sentences
+from .conftest import DATA, KOREAN, MEETING, SHORT, sentences
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,20 @@ def test_a_pre_roll_never_reaches_into_the_utterance_before(sphinx, monkeypatch)
     first, second = t.feed(Audio("s", 0, rate, 1, pcm.tobytes())) + t.finish()
     assert first.end <= second.start < second.words[0].start
     assert first.text == second.text == "the next train to london leaves at noon today"
+
+
+def test_the_same_audio_gives_the_same_words_whatever_the_engine_decoded_before():
+    # (a lane that ingested another file first, a helper given the far side of a cut)
+    def heard(utterances):
+        return [(u.start, u.end, [(w.text, w.start, w.end) for w in u.words]) for u in utterances]
+
+    beckett = DATA / "corpus" / "beckett.wav"
+    fresh = PocketSphinxEngine()
+    t, first = transcribe(fresh, beckett)
+    used = PocketSphinxEngine()
+    transcribe(used, MEETING)
+    u, after = transcribe(used, beckett)
+    assert heard(first + t.finish()) == heard(after + u.finish())
 
 
 def test_endless_speech_is_cut_into_contiguous_utterances(sphinx, monkeypatch):
