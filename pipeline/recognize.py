@@ -87,6 +87,9 @@ class Engine(Protocol):
     An engine may also have ``alternatives()``: the word graph it weighed for
     the utterance it last transcribed (:mod:`pipeline.lattice`, times as its
     words'), which ``search --fuzzy`` searches too; engines without it give none.
+    And ``new_stream()``: forget what earlier audio taught it, as a transcriber
+    begins a stream (a session, or a piece of one), so that the same audio gives
+    the same words whatever the process decoded before.
     """
 
     name: str
@@ -142,10 +145,6 @@ class PocketSphinxEngine:
         if self._guessing:
             d.end_utt()
             self._guessing = False
-        # its noise filter (remove_noise) carries its estimate over from the audio
-        # before: without this reset an utterance's words depend on what the process
-        # decoded earlier (another file, the other side of a backlog's cut)
-        d.reinit_feat()
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
@@ -163,6 +162,12 @@ class PocketSphinxEngine:
 
     def alternatives(self) -> list[Alternative]:
         return self._heard
+
+    def new_stream(self) -> None:
+        # its noise filter (remove_noise) carries its estimate over from the audio
+        # before: without this the words of a file depended on which file the
+        # process had decoded last (parallel ingest lanes disagreed with one)
+        self._decoder.reinit_feat()
 
     def _lattice(self, words: list[RawWord], duration: float) -> list[Alternative]:
         """The word graph of the utterance just decoded (its posteriors were computed
@@ -349,11 +354,21 @@ class Throttled:
     def alternatives(self) -> list[Alternative]:
         return alternatives_of(self.engine)
 
+    def new_stream(self) -> None:
+        new_stream(self.engine)
+
 
 def alternatives_of(engine: Engine) -> list[Alternative]:
     """The word graph the engine weighed for its last utterance (none if it gives none)."""
     give = getattr(engine, "alternatives", None)
     return list(give()) if give is not None else []
+
+
+def new_stream(engine: Engine) -> None:
+    """Tell the engine a stream begins, if it keeps anything from the audio before."""
+    begin = getattr(engine, "new_stream", None)
+    if begin is not None:
+        begin()
 
 
 # --- utterances ---------------------------------------------------------------
@@ -398,6 +413,7 @@ class Transcriber:
         from pocketsphinx import Endpointer
 
         rate, engine = self.source_rate, self.engine
+        new_stream(engine)
         self._next_offset = start  # next expected source frame
         self._base = round(start * engine.rate / rate)  # engine samples before this stream
         self._resampler = (
