@@ -96,7 +96,7 @@ def test_a_pre_roll_never_reaches_into_the_utterance_before(sphinx, monkeypatch)
 
 
 def test_the_same_audio_gives_the_same_words_whatever_the_engine_decoded_before():
-    # (a lane that ingested another file first, a helper given the far side of a cut)
+    # (a lane of a parallel ingest that took another file first)
     def heard(utterances):
         return [(u.start, u.end, [(w.text, w.start, w.end) for w in u.words]) for u in utterances]
 
