@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import signal
 from datetime import datetime, timedelta
@@ -705,20 +706,17 @@ def search(
 ) -> None:
     """Find where a phrase was said, newest first (--fuzzy: best first)."""
     archive = Archive(_home(home, db))
+    filters = {
+        "model": model,
+        "since": _when("--since", since),
+        "until": _when("--until", until, end=True),
+        "session": session,
+        "source": source,
+        "device": device,
+        "recorder": recorder,
+    }
     hits = archive.search(
-        phrase,
-        limit=limit,
-        fts=fts,
-        rank=rank,
-        fuzzy=fuzzy,
-        min_score=min_score,
-        model=model,
-        since=_when("--since", since),
-        until=_when("--until", until, end=True),
-        session=session,
-        source=source,
-        device=device,
-        recorder=recorder,
+        phrase, limit=limit, fts=fts, rank=rank, fuzzy=fuzzy, min_score=min_score, **filters
     )
     around = {h.id: archive.context(h, context) for h in hits} if context > 0 else {}
     if as_json:
@@ -726,7 +724,7 @@ def search(
         out.print_json(json.dumps({"query": phrase, "hits": found}))
         return
     if not hits:
-        err.print(f"no match for {phrase!r}")
+        err.print(_no_match(archive, phrase, fts=fts, fuzzy=fuzzy, min_score=min_score, **filters))
         return
     table = Table(header_style="bold")
     table.add_column("id", justify="right")
@@ -748,6 +746,30 @@ def search(
         score = [" ".join(h.heard or ()), f"{h.score:.2f}"] if fuzzy else []
         table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text, *score)
     out.print(table)
+
+
+def _no_match(
+    archive: Archive, phrase: str, *, fts: bool, fuzzy: bool, min_score: float | None, **filters
+) -> str:
+    """No match, and where to look next: by sound (``--fuzzy``), or, with it, the
+    closest sound below the cut-off, which a lower ``--min-score`` shows (a phrase the
+    recognizer heard badly often scores just under it)."""
+    said = f"no match for {phrase!r}"
+    if fts:
+        return said
+    if not fuzzy:
+        return f"{said}; --fuzzy finds what sounds like it"
+    cut = FUZZY_MIN_SCORE if min_score is None else min_score
+    closest = archive.search(phrase, fuzzy=True, min_score=0.0, limit=1, **filters)
+    if not closest or not closest[0].score:
+        return f"{said}: nothing sounds like it"
+    hit = closest[0]
+    lower = math.floor(hit.score * 100) / 100
+    return (
+        f"{said} scoring {cut:.2f} or more; the closest, {hit.matched!r} "
+        f"(hit {hit.id}, session {hit.session_id}), scores {hit.score:.3f}: "
+        f"--min-score {lower:.2f} shows it"
+    )
 
 
 def _when(option: str, text: str | None, *, end: bool = False) -> datetime | None:
@@ -982,7 +1004,7 @@ def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dic
         "segment": h.segment,
         "segment_offset": None if h.segment_offset is None else round(h.segment_offset, 3),
         "text": h.text,
-        "match": " ".join(h.words[h.match[0] : h.match[1]]),
+        "match": h.matched,
         "engine": h.engine,
         **({} if h.score is None else {"score": h.score}),
         **({} if h.heard is None else {"heard": " ".join(h.heard)}),
@@ -992,7 +1014,7 @@ def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dic
 
 def _in_context(h: Hit, before: list[str], after: list[str]) -> Text:
     text = Text(" ".join(["…", *before]) + " ", style="dim")
-    text.append(" ".join(h.words[h.match[0] : h.match[1]]), style="bold reverse")
+    text.append(h.matched, style="bold reverse")
     text.append(" " + " ".join([*after, "…"]), style="dim")
     return text
 

@@ -67,6 +67,11 @@ class Hit:
     def text(self) -> str:
         return " ".join(self.words)
 
+    @property
+    def matched(self) -> str:
+        """The transcript's words where the phrase was found."""
+        return " ".join(self.words[self.match[0] : self.match[1]])
+
 
 @dataclass(frozen=True)
 class Filters:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import sqlite3
 from datetime import UTC, datetime
@@ -175,6 +176,23 @@ def test_the_cli_shows_each_hits_score(cli, corpus_home):
     assert "score" not in json.loads(plain.stdout)["hits"][0]
     nothing = cli("search", "--fuzzy", "winter of despair", "--home", corpus_home.root)
     assert nothing.exit_code == 0 and "no match" in nothing.stderr
+
+
+def test_no_match_by_sound_names_the_closest_and_the_min_score_that_shows_it(cli, corpus_home):
+    # "dashwood had then" was heard as "guess would have been": just under the cut-off
+    said = cli("search", "--fuzzy", "dashwood had then", "--home", corpus_home.root)
+    assert said.exit_code == 0 and said.stdout == ""
+    shows = r"closest, '(.+)' \(hit (\d+), .* --min-score (0\.\d\d) shows it"
+    found = re.search(shows, said.stderr)
+    assert found and said.stderr.count("\n") == 1, said.stderr
+    words, hit_id, lower = found.group(1), int(found.group(2)), found.group(3)
+    assert float(lower) < FUZZY_MIN_SCORE
+    shown = cli(
+        "search", "--fuzzy", "dashwood had then", "--min-score", lower, "--json",
+        "--home", corpus_home.root,
+    )  # fmt: skip
+    best = json.loads(shown.stdout)["hits"][0]
+    assert (best["id"], best["match"]) == (hit_id, words)
 
 
 @pytest.mark.parametrize(

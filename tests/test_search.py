@@ -155,7 +155,7 @@ def test_cli_json_is_one_document_with_iso_times(cli, meeting_home):
 def test_cli_no_match_says_so_and_succeeds(cli, meeting_home):
     result = cli("search", "purple elephant", "--home", meeting_home.root)
     assert result.exit_code == 0
-    assert "no match" in result.stderr
+    assert "no match for 'purple elephant'; --fuzzy finds what sounds like it" in result.stderr
 
 
 def test_cli_bad_query_is_one_line_and_non_zero(cli, meeting_home):
