@@ -2,7 +2,7 @@
 
 `pipeline serve` runs a small Starlette app under uvicorn over a read-only
 :class:`~pipeline.archive.Archive`. It has four routes: the page (one HTML
-file shipped in ``pipeline/data/``), ``/api/search`` (hits as JSON),
+file shipped in ``pipeline/data/``), ``/api/search`` (hits as JSON; ``fuzzy=1``: by sound),
 ``/api/clip/{id}.wav`` (a hit's moment as a WAV file) and
 ``/api/audio/{session key}.wav?start=S&end=E`` (a stretch of a session
 recorded here, for other machines of a shared archive: see
@@ -56,7 +56,7 @@ from .errors import (
     ReplayError,
 )
 from .replay import DEFAULT_PADDING_SECONDS
-from .search import Hit
+from .search import FUZZY_MIN_SCORE, Hit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -119,6 +119,7 @@ def hit_json(h: Hit) -> dict:
         "engine": h.engine,
         "audio": h.segment is not None,
         "clip": f"/api/clip/{h.id}.wav",
+        **({"score": h.score, "heard": " ".join(h.heard or ())} if h.score is not None else {}),
     }
 
 
@@ -196,8 +197,14 @@ def create_app(
     def api_search(request: Request) -> Response:
         query = request.query_params.get("q", "")
         limit = _number(request, "limit", int, DEFAULT_LIMIT, 1, MAX_LIMIT)
-        hits = archive.search(query, limit=limit)
-        return JSONResponse({"query": query, "hits": [hit_json(h) for h in hits]})
+        fuzzy = request.query_params.get("fuzzy", "") in ("1", "true", "on")
+        hits = archive.search(query, limit=limit, fuzzy=fuzzy)
+        found = {"query": query, "fuzzy": fuzzy, "hits": [hit_json(h) for h in hits]}
+        if fuzzy and not hits:  # what scores just under the cut-off, as the CLI names it
+            closest = archive.search(query, fuzzy=True, min_score=0.0, limit=1)
+            found["min_score"] = FUZZY_MIN_SCORE
+            found["closest"] = hit_json(closest[0]) if closest and closest[0].score else None
+        return JSONResponse(found)
 
     def api_clip(request: Request) -> Response:
         raw = request.path_params["hit_id"]

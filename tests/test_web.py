@@ -27,6 +27,7 @@ import soundfile as sf
 from pipeline.config import Home
 from pipeline.index import Indexer
 from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
+from pipeline.search import FUZZY_MIN_SCORE
 from pipeline.web import WebServer
 
 from .conftest import MEETING, sentences
@@ -128,6 +129,20 @@ def test_search_limit_and_no_match(meeting_url):
     assert status == 200 and len(body["hits"]) == 2
     status, body = get_json(meeting_url + "api/search?q=purple+elephant")
     assert status == 200 and body["hits"] == []
+
+
+def test_fuzzy_search_finds_what_sounds_like_the_phrase_and_names_the_closest(meeting_url):
+    misspelt = "quarterly+sails+report"  # "sales", as a user might remember it
+    status, exact = get_json(meeting_url + f"api/search?q={misspelt}")
+    assert status == 200 and exact["hits"] == [] and not exact["fuzzy"]
+    status, body = get_json(meeting_url + f"api/search?q={misspelt}&fuzzy=1")
+    assert status == 200 and body["fuzzy"]
+    best = body["hits"][0]
+    assert best["text"] == SENTENCE["text"] and best["heard"] == SENTENCE["phrase"]
+    assert best["score"] > 0.99  # "sails" and "sales" sound the same (less a little doubt)
+    status, body = get_json(meeting_url + "api/search?q=purple+elephants+dance&fuzzy=1")
+    assert status == 200 and body["hits"] == [] and body["min_score"] == FUZZY_MIN_SCORE
+    assert 0 < body["closest"]["score"] < FUZZY_MIN_SCORE and body["closest"]["heard"]
 
 
 @pytest.mark.parametrize(
@@ -315,6 +330,33 @@ def test_page_finds_a_phrase_and_plays_its_moment(browser, meeting_url):
     duration = browser.execute_script("return document.querySelector('#results audio').duration")
     _, body = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))
     assert duration == pytest.approx(clip_seconds(body["hits"][0]), abs=0.1)
+
+
+def test_page_searches_by_sound_and_shows_the_closest_when_nothing_is_close(browser, meeting_url):
+    from selenium.webdriver.common.by import By
+
+    search_in_page(browser, meeting_url, "quarterly sails report")
+    status = wait_for(browser, "document.getElementById('status').textContent.startsWith('no')")
+    assert "sounds like" in browser.find_element(By.ID, "status").text, status
+    browser.find_element(By.ID, "fuzzy").click()
+    browser.find_element(By.CSS_SELECTOR, "#search button").click()
+    text = wait_for(browser, "document.querySelector('#results .text')?.textContent")
+    assert text == SENTENCE["text"]
+    assert browser.find_element(By.CSS_SELECTOR, "#results .score").text == "score 1.00"
+    assert "fuzzy=1" in browser.current_url
+    browser.get(browser.current_url)  # a link to the search keeps "sounds like" ticked
+    wait_for(browser, "document.querySelector('#results .score')")
+    assert browser.find_element(By.ID, "fuzzy").is_selected()
+
+    box = browser.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("purple elephants dance\n")
+    status = wait_for(
+        browser, "document.getElementById('status').textContent.includes('the closest')"
+    )
+    assert browser.execute_script("return document.querySelectorAll('#results li').length") == 1
+    score = browser.find_element(By.CSS_SELECTOR, "#results .score").text
+    assert float(score.removeprefix("score ")) < FUZZY_MIN_SCORE
 
 
 def test_page_shows_a_bad_query_as_one_line(browser, meeting_url):
