@@ -754,7 +754,7 @@ def _no_match(
     """No match, and where to look next: by sound (``--fuzzy``), or, with it, the
     closest sound below the cut-off, which a lower ``--min-score`` shows (a phrase the
     recognizer heard badly often scores just under it)."""
-    said = f"no match for {phrase!r}"
+    said = f"no match for {phrase if len(phrase) <= 80 else phrase[:79] + '…'!r}"
     if fts:
         return said
     if not fuzzy:
