@@ -152,6 +152,7 @@ def test_fuzzy_search_finds_what_sounds_like_the_phrase_and_names_the_closest(me
         ("q=", "nothing to search for"),
         ("q=to+the&limit=0", "limit must be between 1 and 500"),
         ("q=to+the&limit=many", "limit must be a number"),
+        ("q=hi&fuzzy=1", "too short to search by sound"),
     ],
 )
 def test_a_bad_query_is_a_400_with_one_line(meeting_url, query, message):
