@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lattice, phonetic
+from pipeline import lattice, phonetic, soundalike
 from pipeline.archive import Archive
 from pipeline.config import Home
 from pipeline.database import migrate
@@ -328,12 +328,13 @@ def test_the_postings_budget_grows_with_the_archive_up_to_what_its_database_read
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_candidates_that_tie_on_every_trigram_are_taken_shortest_first(
+def test_candidates_that_tie_on_every_trigram_are_taken_by_how_their_words_sound(
     backend, request, tmp_path, monkeypatch
 ):
     """A phrase of common sounds has every trigram asked for in many utterances of a large
-    archive, in other words and order; the shorter one that said it must not lose the tie
-    to the newer ones (which took it before, so an old moment was never matched)."""
+    archive, in other words and order. The one that said it must win the tie, though it
+    is older (newest first took it before, so an old moment was never matched) and
+    longer (shortest first, after that, still lost it to a shorter one by chance)."""
     from pipeline import search as module
     from pipeline.database import open_archive
 
@@ -345,14 +346,23 @@ def test_candidates_that_tie_on_every_trigram_are_taken_shortest_first(
     assert query <= set(phonetic.trigrams(phonetic.phonemes(chance.split())))
     filler = "a bright blue kite flew"  # none of them
     assert not query & set(phonetic.trigrams(phonetic.phonemes(filler.split())))
+    spoken = f"he was not {filler} over the old grey town hall"  # longer than the others
     later = [
         said(text, 10.0 * k + 5 * n) for k in range(1, 4) for n, text in enumerate([filler, chance])
     ]
-    Indexer(db).write([SESSION_K, said("he was not", 1.0), *later])
+    Indexer(db).write([SESSION_K, said(spoken, 1.0), *later])
     monkeypatch.setattr(module, "FUZZY_CANDIDATES", 2)
     hits = search(db, "he was not", fuzzy=True, min_score=0.0)
     assert [h.start for h in hits if h.score == 1.0] == [1.0]
     db.dispose()
+
+
+def test_a_tie_is_told_apart_by_the_longest_run_of_the_phrases_sounds_in_order():
+    query = phonetic.phonemes(["he", "was", "not"])  # HH IY W AA Z N AA T
+    chance, said_it = "hot was knotted he watched us", "he was not a kite"
+    transcripts = [chance.split(), said_it.split(), []]
+    # "was knotted" has W AA Z N AA T in a row; HH IY is elsewhere
+    assert list(soundalike.longest_runs(query, transcripts)) == [6, 8, 0]
 
 
 def test_the_trigrams_always_asked_for_stop_at_the_cap(corpus_home, monkeypatch):
