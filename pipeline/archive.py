@@ -124,6 +124,13 @@ class Archive:
             **filters,
         )
 
+    def closest(self, query: str, **filters) -> Hit | None:
+        """What sounds most like the phrase, whatever its score (None: nothing does):
+        where to look when ``search(query, fuzzy=True)`` finds nothing above its
+        cut-off, as a phrase the recognizer heard badly often scores just under it."""
+        found = self.search(query, fuzzy=True, min_score=0.0, limit=1, **filters)
+        return found[0] if found and found[0].score else None
+
     def context(self, hit: Hit, words: int) -> tuple[list[str], list[str]]:
         """Up to ``words`` words said just before and just after a hit's match, across
         utterances, in the same transcript."""

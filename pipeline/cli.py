@@ -760,10 +760,9 @@ def _no_match(
     if not fuzzy:
         return f"{said}; --fuzzy finds what sounds like it"
     cut = FUZZY_MIN_SCORE if min_score is None else min_score
-    closest = archive.search(phrase, fuzzy=True, min_score=0.0, limit=1, **filters)
-    if not closest or not closest[0].score:
+    hit = archive.closest(phrase, **filters)
+    if hit is None:
         return f"{said}: nothing sounds like it"
-    hit = closest[0]
     lower = math.floor(hit.score * 100) / 100
     return (
         f"{said} scoring {cut:.2f} or more; the closest, {hit.matched!r} "

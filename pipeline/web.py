@@ -201,9 +201,9 @@ def create_app(
         hits = archive.search(query, limit=limit, fuzzy=fuzzy)
         found = {"query": query, "fuzzy": fuzzy, "hits": [hit_json(h) for h in hits]}
         if fuzzy and not hits:  # what scores just under the cut-off, as the CLI names it
-            closest = archive.search(query, fuzzy=True, min_score=0.0, limit=1)
+            closest = archive.closest(query)
             found["min_score"] = FUZZY_MIN_SCORE
-            found["closest"] = hit_json(closest[0]) if closest and closest[0].score else None
+            found["closest"] = hit_json(closest) if closest is not None else None
         return JSONResponse(found)
 
     def api_clip(request: Request) -> Response:

@@ -193,6 +193,8 @@ def test_no_match_by_sound_names_the_closest_and_the_min_score_that_shows_it(cli
     )  # fmt: skip
     best = json.loads(shown.stdout)["hits"][0]
     assert (best["id"], best["match"]) == (hit_id, words)
+    closest = Archive(corpus_home).closest("dashwood had then")  # the same, in Python
+    assert (closest.id, closest.matched) == (hit_id, words) and closest.score < FUZZY_MIN_SCORE
 
 
 @pytest.mark.parametrize(
