@@ -992,21 +992,11 @@ def supercut_command(
 def _hit_json(h: Hit, context: tuple[list[str], list[str]] | None = None) -> dict:
     extra = {"before": " ".join(context[0]), "after": " ".join(context[1])} if context else {}
     return {
-        "id": h.id,
-        "at": h.at.astimezone().isoformat(timespec="milliseconds"),
-        "session_id": h.session_id,
-        "session": h.session_key,
+        **h.as_json(),
         "recorder": h.recorder,
-        "source": h.source,
-        "start": round(h.start, 3),
-        "end": round(h.end, 3),
         "segment": h.segment,
         "segment_offset": None if h.segment_offset is None else round(h.segment_offset, 3),
-        "text": h.text,
         "match": h.matched,
-        "engine": h.engine,
-        **({} if h.score is None else {"score": h.score}),
-        **({} if h.heard is None else {"heard": " ".join(h.heard)}),
         **extra,
     }
 

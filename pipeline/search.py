@@ -72,6 +72,23 @@ class Hit:
         """The transcript's words where the phrase was found."""
         return " ".join(self.words[self.match[0] : self.match[1]])
 
+    def as_json(self) -> dict:
+        """What the CLI's ``--json`` and the web page's API both send of a hit, as JSON
+        values (each adds what its reader needs: paths and context, or words and a clip)."""
+        return {
+            "id": self.id,
+            "at": self.at.astimezone().isoformat(timespec="milliseconds"),
+            "session_id": self.session_id,
+            "session": self.session_key,
+            "source": self.source,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "text": self.text,
+            "engine": self.engine,
+            **({} if self.score is None else {"score": self.score}),
+            **({} if self.heard is None else {"heard": " ".join(self.heard)}),
+        }
+
 
 @dataclass(frozen=True)
 class Filters:

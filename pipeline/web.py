@@ -102,24 +102,16 @@ def content_security_policy(html: str) -> str:
 
 
 def hit_json(h: Hit) -> dict:
-    """A hit as the page reads it: words and the matched range to highlight."""
+    """A hit as the page reads it: words and the matched range to highlight, and its clip
+    (not the segment's path on this disk)."""
     return {
-        "id": h.id,
-        "at": h.at.isoformat(timespec="milliseconds"),
-        "session_id": h.session_id,
-        "session": h.session_key,
-        "source": h.source,
-        "start": round(h.start, 3),
-        "end": round(h.end, 3),
+        **h.as_json(),
         "utterance_start": round(h.utterance_start, 3),
         "utterance_end": round(h.utterance_end, 3),
         "words": list(h.words),
         "match": list(h.match),
-        "text": h.text,
-        "engine": h.engine,
         "audio": h.segment is not None,
         "clip": f"/api/clip/{h.id}.wav",
-        **({"score": h.score, "heard": " ".join(h.heard or ())} if h.score is not None else {}),
     }
 
 
