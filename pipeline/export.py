@@ -25,7 +25,7 @@ from sqlalchemy.orm import selectinload
 
 from . import schema
 from .database import db_errors
-from .errors import ConfigError, ExportError, NotFoundError, QueryError
+from .errors import ConfigError, ExportError, QueryError
 from .search import transcript_engines
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -113,7 +113,7 @@ def load(
         )
         one = None
         if session is not None:
-            one = _find_session(db, session)
+            one = schema.find_session(db, session)
             stmt = stmt.where(schema.Utterance.session_id == one.id)
         if since is not None:
             stmt = stmt.where(schema.Utterance.at >= since)
@@ -145,13 +145,6 @@ def _which_transcripts(db: DbSession, model: str | None):
         .group_by(schema.Transcript.session_id)
     )
     return schema.Utterance.transcript_id.in_(newest)
-
-
-def _find_session(db: DbSession, session: int | str) -> schema.Session:
-    found = db.scalar(select(schema.Session).where(schema.session_named(session)))
-    if found is None:
-        raise NotFoundError(f"no session {str(session).strip()!r}; `pipeline sessions` lists them")
-    return found
 
 
 def _labels(db: DbSession, ids: set[int | None]) -> dict[int | None, str]:

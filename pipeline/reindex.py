@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session as DbSession
 from . import schema
 from .config import Home
 from .database import db_errors, open_archive
-from .errors import Interrupted, NotFoundError, ProcessDiedError
+from .errors import Interrupted, ProcessDiedError
 from .index import run_indexer
 from .lock import hold
 from .logs import collected
@@ -91,13 +91,10 @@ def plan(
 def _chosen(db: DbSession, session: str | None, since: datetime | None) -> list[schema.Session]:
     stmt = select(schema.Session).order_by(schema.Session.started_at)
     if session is not None:
-        stmt = stmt.where(schema.session_named(session))
+        stmt = stmt.where(schema.Session.id == schema.find_session(db, session).id)
     if since is not None:
         stmt = stmt.where(schema.Session.started_at >= since)
-    sessions = list(db.scalars(stmt))
-    if session is not None and not sessions:
-        raise NotFoundError(f"no session {session!r}; `pipeline sessions` lists them")
-    return sessions
+    return list(db.scalars(stmt))
 
 
 def _plan_session(db: DbSession, recordings: Path, s: schema.Session, work: Plan) -> None:

@@ -26,6 +26,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, relationship
+from sqlalchemy.orm import Session as DbSession
+
+from .errors import NotFoundError
 
 
 class UTCDateTime(TypeDecorator):
@@ -180,6 +183,17 @@ def session_named(text: str | int):
     """Where-clause: the session a user named, by its id (all digits) or its key."""
     text = str(text).strip()
     return Session.id == int(text) if text.isdigit() else Session.key == text
+
+
+def find_session(db: DbSession, text: str | int) -> Session:
+    """The session a user named (an id or a key); one that is not there is an error that
+    says where the names are, so that a mistyped one never reads as "nothing found"."""
+    found = db.scalar(select(Session).where(session_named(text)))
+    if found is None:
+        raise NotFoundError(
+            f"no session {str(text).strip()[:70]!r}; `pipeline sessions` lists them"
+        )
+    return found
 
 
 def open_transcript(session_id, engine: str):

@@ -128,6 +128,9 @@ def search(
     if limit < 1:
         raise QueryError("--limit must be at least 1")
     filters = filters or Filters(**options)
+    if filters.session is not None:
+        with db_errors(engine), DbSession(engine) as db:
+            schema.find_session(db, filters.session)
     if fuzzy:
         if fts:
             raise QueryError("--fuzzy and --fts do not combine; use one")

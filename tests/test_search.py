@@ -259,6 +259,9 @@ def test_cli_search_context_show_and_filters(cli, meeting_home):
         (("search", "\x00\x01\x02\x7f\udcff\udcfe"), "nothing to search for"),  # undecodable
         (("search", "the"), "a common word"),
         (("show", "999999"), "no hit with id"),
+        # a mistyped session is named, not answered with "no match"
+        (("search", "budget", "--session", "999999"), "no session '999999'"),
+        (("search", "budget report", "--fuzzy", "--session", "no-such"), "no session 'no-such'"),
     ],
 )
 def test_cli_bad_search_input_is_one_line(cli, meeting_home, args, expected):
