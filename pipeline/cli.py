@@ -706,10 +706,11 @@ def search(
 ) -> None:
     """Find where a phrase was said, newest first (--fuzzy: best first)."""
     archive = Archive(_home(home, db))
+    after, before = _between(since, until)
     filters = {
         "model": model,
-        "since": _when("--since", since),
-        "until": _when("--until", until, end=True),
+        "since": after,
+        "until": before,
         "session": session,
         "source": source,
         "device": device,
@@ -769,6 +770,16 @@ def _no_match(
         f"(hit {hit.id}, session {hit.session_id}), scores {hit.score:.3f}: "
         f"--min-score {lower:.2f} shows it"
     )
+
+
+def _between(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """--since and --until as times; the wrong way round is an error, not "no match"."""
+    after, before = _when("--since", since), _when("--until", until, end=True)
+    if after is not None and before is not None and after >= before:
+        raise ConfigError(
+            f"--since {since!r} is not before --until {until!r}; nothing was said between them"
+        )
+    return after, before
 
 
 def _when(option: str, text: str | None, *, end: bool = False) -> datetime | None:
@@ -927,8 +938,7 @@ def export_command(
 ) -> None:
     """Write a session's transcript as text, SRT/WebVTT subtitles or JSON with word times."""
     check_format(format)
-    after = _when("--since", since)
-    before = _when("--until", until, end=True)
+    after, before = _between(since, until)
     found = Archive(_home(home, db)).transcripts(session, since=after, until=before, model=model)
     if not found:
         err.print("no words in that time; nothing to export")

@@ -229,6 +229,7 @@ def test_vtt_escapes_what_would_be_markup():
         (["no-such-key"], errors.NotFoundError, "no session 'no-such-key'"),
         (["--since", "last tuesday"], errors.ConfigError, "--since: 'last tuesday' is not a time"),
         (["--until", "2026-13-45"], errors.ConfigError, "--until: '2026-13-45'"),
+        (["--since", "2026-11-02", "--until", "2026-11-01"], errors.ConfigError, "not before"),
         (["1", "--format", "docx"], errors.ConfigError, "--format must be one of txt, srt"),
         ([], errors.ConfigError, "say what to export"),
     ],

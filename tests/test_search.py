@@ -255,6 +255,7 @@ def test_cli_search_context_show_and_filters(cli, meeting_home):
         (("search", "x" * 10_000), "characters"),
         (("search", "budget", "--since", "the day after"), "--since"),
         (("search", "budget", "--until", "soonish"), "--until"),
+        (("search", "budget", "--since", "today", "--until", "yesterday"), "is not before"),
         (("search", '"unbalanced', "--fts"), "--fts query"),
         (("search", "\x00\x01\x02\x7f\udcff\udcfe"), "nothing to search for"),  # undecodable
         (("search", "the"), "a common word"),
