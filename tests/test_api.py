@@ -42,3 +42,16 @@ def test_search_returns_typed_hits_and_clip_takes_one(meeting_home, tmp_path):
     by_hit = archive.clip(hit, tmp_path / "a.wav")
     by_id = archive.clip(hit.id, tmp_path / "b.wav")
     assert (sf.read(str(by_hit))[0] == sf.read(str(by_id))[0]).all()
+
+
+def test_a_hit_as_json_is_what_search_json_prints_of_it(cli, meeting_home):
+    import json
+    from datetime import datetime
+
+    (hit,) = Archive(meeting_home).search("open next spring")
+    fields = json.loads(json.dumps(hit.as_json()))
+    assert abs(datetime.fromisoformat(fields["at"]) - hit.at).total_seconds() < 0.001
+    assert fields["text"] == hit.text and fields["session_id"] == hit.session_id
+    printed = cli("search", "open next spring", "--json", "--home", meeting_home.root).stdout
+    [row] = json.loads(printed)["hits"]
+    assert row.items() >= fields.items()  # the CLI adds paths and the match's words
