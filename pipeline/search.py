@@ -635,7 +635,7 @@ def _candidates(db: DbSession, phones: list[str], filters: Filters) -> list[int]
     voted, votes = _with_next(voted, votes)
     order = np.lexsort((-voted, -votes))  # most votes first, then newest
     order = _said_in_order_in_the_tie(db, phones, voted, votes, order)
-    return _passing(db, [int(i) for i in voted[order]], filters)
+    return _passing(db, voted[order], filters)
 
 
 def _said_in_order_in_the_tie(
@@ -701,9 +701,10 @@ def _with_next(voted: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.concatenate([voted, earlier[lone]]), np.concatenate([paired, votes[lone]])
 
 
-def _passing(db: DbSession, ranked: list[int], filters: Filters) -> list[int]:
+def _passing(db: DbSession, ranked: np.ndarray, filters: Filters) -> list[int]:
     """The first :data:`FUZZY_CANDIDATES` of ``ranked`` that pass the filters (and are in
-    their session's transcript searched), checked a batch at a time."""
+    their session's transcript searched), checked a batch at a time (made Python ints a
+    batch at a time too: all of them, 100,000 at 1000 h, cost 10 ms)."""
     where, params = _where(db, filters)
     sql = text(
         "SELECT u.id FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
@@ -712,7 +713,7 @@ def _passing(db: DbSession, ranked: list[int], filters: Filters) -> list[int]:
     out: list[int] = []
     batch = 4 * FUZZY_CANDIDATES
     for lo in range(0, len(ranked), batch):
-        chunk = ranked[lo : lo + batch]
+        chunk = ranked[lo : lo + batch].tolist()
         passed = {i for (i,) in db.execute(sql, {"ids": chunk, **params}).cursor.fetchall()}
         out += [i for i in chunk if i in passed][: FUZZY_CANDIDATES - len(out)]
         if len(out) >= FUZZY_CANDIDATES:
