@@ -126,8 +126,6 @@ class PocketSphinxEngine:
         self.name = "pocketsphinx:en-us"
         self._guessing = False
         self._heard: list[Alternative] = []
-        # the lattice is read back from a file: its Python object has no nodes to walk
-        self._scratch = tempfile.TemporaryDirectory(prefix="pipeline-lattice-")
 
     def partial(self, pcm: bytes) -> str:
         d = self._decoder
@@ -177,12 +175,23 @@ class PocketSphinxEngine:
         graph = self._decoder.get_lattice()
         if graph is None:
             return []
-        path = Path(self._scratch.name) / "utterance.slf"
-        graph.write_htk(str(path))
-        slf = path.read_text(encoding="utf-8")
-        path.unlink()  # a recognizer killed mid-run leaves an empty folder at most
+        slf = _written(graph)
         best = [(text, start) for text, start, _, _ in words]
         return lattice.from_htk(slf, duration, best)
+
+
+def _written(graph) -> str:
+    """A PocketSphinx lattice as HTK SLF text: written to a file and read back, as its
+    Python object has no nodes to walk. The file is removed at once: a recognizer
+    process ends without running finalizers (``os._exit``), so a folder kept for its
+    life was left in the temp folder by every one."""
+    fd, name = tempfile.mkstemp(prefix="pipeline-lattice-", suffix=".slf")
+    os.close(fd)
+    try:
+        graph.write_htk(name)
+        return Path(name).read_text(encoding="utf-8")
+    finally:
+        os.unlink(name)
 
 
 # Vosk gives this many best paths of an utterance, which make its word graph. It then
