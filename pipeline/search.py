@@ -128,20 +128,31 @@ def search(
     if limit < 1:
         raise QueryError("--limit must be at least 1")
     filters = filters or Filters(**options)
-    if filters.session is not None:
-        with db_errors(engine), DbSession(engine) as db:
-            schema.find_session(db, filters.session)
     if fuzzy:
         if fts:
             raise QueryError("--fuzzy and --fts do not combine; use one")
         cut = FUZZY_MIN_SCORE if min_score is None else min_score
-        return fuzzy_search(engine, query, limit=limit, min_score=cut, filters=filters)
+        hits = fuzzy_search(engine, query, limit=limit, min_score=cut, filters=filters)
+    else:
+        hits = _phrase_search(engine, query, limit=limit, fts=fts, rank=rank, filters=filters)
+    if not hits and filters.session is not None:
+        # a mistyped session is named as such, not answered with "no match"
+        with db_errors(engine), DbSession(engine) as db:
+            schema.find_session(db, filters.session)
+    return hits
+
+
+def _phrase_search(
+    engine: Engine, query: str, *, limit: int, fts: bool, rank: bool, filters: Filters
+) -> list[Hit]:
+    """Utterances with the phrase (``fts``: matching the FTS5 query), each confirmed by
+    its words."""
     wanted = [t for t in tokens(query) if not fts or t.upper() not in FTS_WORDS]
     hits: list[Hit] = []
     seen = 0
     with db_errors(engine), DbSession(engine) as db:
-        # every phrase hit is confirmed by its words; one that is not (a row the index
-        # kept of a deleted utterance) is left out, and the next ones asked for
+        # a row the index kept of a deleted utterance is not confirmed: it is left
+        # out, and the next ones asked for
         while len(hits) < limit:
             ids = matching_ids(
                 db, query, limit=limit, fts=fts, rank=rank, filters=filters, skip=seen
