@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
 import socket
@@ -281,7 +282,7 @@ def test_serving_an_empty_home_says_what_to_do(cli, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver is None:
         pytest.skip(
@@ -294,7 +295,11 @@ def browser():
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--mute-audio"):
         options.add_argument(arg)
-    chrome = webdriver.Chrome(options=options, service=Service(driver))
+    # its profile and the singleton folder it leaves behind go in pytest's temp, not /tmp
+    scratch = tmp_path_factory.mktemp("chromium")
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    service = Service(driver, env={**os.environ, "TMPDIR": str(scratch)})
+    chrome = webdriver.Chrome(options=options, service=service)
     yield chrome
     chrome.quit()
 
