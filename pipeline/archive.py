@@ -334,11 +334,15 @@ class Archive:
         after: float = cutting.DEFAULT_PADDING_SECONDS,
         gap: float = cutting.DEFAULT_GAP_SECONDS,
         limit: int = cutting.DEFAULT_LIMIT,
-        model: str | None = None,
         listing: str | Path | None = None,
+        fuzzy: bool = False,
+        min_score: float | None = None,
+        **filters,
     ) -> cutting.Supercut:
         """Every hit of ``phrase`` cut and joined into ``out``; ``listing`` (.json, .csv)
-        gets the list of clips (see :mod:`pipeline.supercut`)."""
+        gets the list of clips (see :mod:`pipeline.supercut`). ``fuzzy``, ``min_score``
+        and ``filters`` (``model``, ``since``, ``session``...) choose the hits as
+        :meth:`search` does."""
         return cutting.supercut(
             self,
             phrase,
@@ -347,6 +351,8 @@ class Archive:
             after=after,
             gap=gap,
             limit=limit,
-            model=model,
             listing=listing,
+            fuzzy=fuzzy,
+            min_score=min_score,
+            **filters,
         )

@@ -172,6 +172,29 @@ MaxDiskOption = Annotated[
 ]
 Before = Annotated[float, typer.Option(help="Seconds of audio before the moment.")]
 After = Annotated[float, typer.Option(help="Seconds of audio after the moment.")]
+# what narrows a search, for `search` and `supercut` alike
+Since = Annotated[
+    str | None, typer.Option(help="From then on: 2026-11-01, yesterday, monday, 2h, 7d.")
+]
+Until = Annotated[str | None, typer.Option(help="Before then (a date: to its end).")]
+SessionFilter = Annotated[str | None, typer.Option(help="Only this session (id or key).")]
+SourceFilter = Annotated[
+    str | None, typer.Option(help="Only sessions recorded from: file, system or mic.")
+]
+DeviceFilter = Annotated[
+    str | None, typer.Option(help="Only sessions whose device name or file path has this.")
+]
+RecorderFilter = Annotated[
+    str | None, typer.Option(help="Only sessions recorded by this machine (shared archive).")
+]
+Fuzzy = Annotated[
+    bool,
+    typer.Option("--fuzzy", help="Find what sounds like the phrase, even if misheard; best first."),
+]
+MinScore = Annotated[
+    float | None,
+    typer.Option(help=f"With --fuzzy: lowest score taken, 0..1 (default {FUZZY_MIN_SCORE})."),
+]
 
 
 class _State:
@@ -675,47 +698,22 @@ def search(
     fts: Annotated[
         bool, typer.Option("--fts", help="The query is FTS5 syntax: AND OR NOT NEAR(), word*.")
     ] = False,
-    since: Annotated[
-        str | None, typer.Option(help="From then on: 2026-11-01, yesterday, monday, 2h, 7d.")
-    ] = None,
-    until: Annotated[str | None, typer.Option(help="Before then (a date: to its end).")] = None,
-    session: Annotated[str | None, typer.Option(help="Only this session (id or key).")] = None,
-    source: Annotated[
-        str | None, typer.Option(help="Only sessions recorded from: file, system or mic.")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="Only sessions whose device name or file path has this.")
-    ] = None,
-    recorder: Annotated[
-        str | None, typer.Option(help="Only sessions recorded by this machine (shared archive).")
-    ] = None,
+    since: Since = None,
+    until: Until = None,
+    session: SessionFilter = None,
+    source: SourceFilter = None,
+    device: DeviceFilter = None,
+    recorder: RecorderFilter = None,
     rank: Annotated[bool, typer.Option("--rank", help="Best match first, not newest.")] = False,
     context: Annotated[
         int, typer.Option(help="Show this many words said before and after each match.")
     ] = 0,
-    fuzzy: Annotated[
-        bool,
-        typer.Option(
-            "--fuzzy", help="Find what sounds like the phrase, even if misheard; best first."
-        ),
-    ] = False,
-    min_score: Annotated[
-        float | None,
-        typer.Option(help=f"With --fuzzy: lowest score shown, 0..1 (default {FUZZY_MIN_SCORE})."),
-    ] = None,
+    fuzzy: Fuzzy = False,
+    min_score: MinScore = None,
 ) -> None:
     """Find where a phrase was said, newest first (--fuzzy: best first)."""
     archive = Archive(_home(home, db))
-    after, before = _between(since, until)
-    filters = {
-        "model": model,
-        "since": after,
-        "until": before,
-        "session": session,
-        "source": source,
-        "device": device,
-        "recorder": recorder,
-    }
+    filters = _filters(model, since, until, session, source, device, recorder)
     hits = archive.search(
         phrase, limit=limit, fts=fts, rank=rank, fuzzy=fuzzy, min_score=min_score, **filters
     )
@@ -770,6 +768,28 @@ def _no_match(
         f"(hit {hit.id}, session {hit.session_id}), scores {hit.score:.3f}: "
         f"--min-score {lower:.2f} shows it"
     )
+
+
+def _filters(
+    model: str | None,
+    since: str | None,
+    until: str | None,
+    session: str | None,
+    source: str | None,
+    device: str | None,
+    recorder: str | None,
+) -> dict:
+    """The options that narrow a search, as :class:`~pipeline.search.Filters` fields."""
+    after, before = _between(since, until)
+    return {
+        "model": model,
+        "since": after,
+        "until": before,
+        "session": session,
+        "source": source,
+        "device": device,
+        "recorder": recorder,
+    }
 
 
 def _between(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
@@ -973,6 +993,14 @@ def supercut_command(
     model: Annotated[
         str | None, typer.Option(help="Search the transcripts by this model (see `search`).")
     ] = None,
+    since: Since = None,
+    until: Until = None,
+    session: SessionFilter = None,
+    source: SourceFilter = None,
+    device: DeviceFilter = None,
+    recorder: RecorderFilter = None,
+    fuzzy: Fuzzy = False,
+    min_score: MinScore = None,
     home: HomeOption = None,
     db: DbOption = None,
 ) -> None:
@@ -984,8 +1012,10 @@ def supercut_command(
         after=after,
         gap=gap,
         limit=limit,
-        model=model,
         listing=listing,
+        fuzzy=fuzzy,
+        min_score=min_score,
+        **_filters(model, since, until, session, source, device, recorder),
     )
     for s in cut.skipped:
         err.print(f"skipped hit {s.hit}: {s.reason}", markup=False)

@@ -51,6 +51,7 @@ class Clip:
     text: str  # the utterance the phrase was found in
     offset: float  # seconds into the output file where the clip begins
     seconds: float  # its length in the output file
+    score: float | None = None  # with fuzzy: how closely it sounds like the phrase
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,20 @@ def supercut(
     after: float = DEFAULT_PADDING_SECONDS,
     gap: float = DEFAULT_GAP_SECONDS,
     limit: int = DEFAULT_LIMIT,
-    model: str | None = None,
     listing: str | Path | None = None,
+    fuzzy: bool = False,
+    min_score: float | None = None,
+    **filters,
 ) -> Supercut:
-    """Cut every hit of ``phrase`` (up to ``limit``) into ``out``; ``listing`` gets the list."""
+    """Cut every hit of ``phrase`` (up to ``limit``: the newest, or with ``fuzzy`` the
+    best) into ``out``, in the order said; ``listing`` gets the list. ``filters`` are
+    :class:`~pipeline.search.Filters` fields."""
     if listing is not None:
         check_listing(listing)
     if gap < 0:
         raise ConfigError(f"--gap must be 0 or more seconds (got {gap:g})")
-    hits = sorted(archive.search(phrase, limit=limit, model=model), key=lambda h: (h.at, h.id))
+    found = archive.search(phrase, limit=limit, fuzzy=fuzzy, min_score=min_score, **filters)
+    hits = sorted(found, key=lambda h: (h.at, h.id))
     if not hits:
         raise QueryError(f"no match for {phrase!r}; nothing to cut (try `pipeline search`)")
     sessions = _sessions(archive, {h.session_id for h in hits})
@@ -157,6 +163,7 @@ def _clip(
         text=hit.text,
         offset=offset,
         seconds=seconds,
+        score=hit.score,
     )
 
 

@@ -80,12 +80,48 @@ def test_the_list_as_csv_and_the_audio_as_flac(cli, two_meetings_home, tmp_path)
     rows = list(csv.DictReader(listing.open()))
     assert len(rows) == 2
     assert list(rows[0]) == [
-        "hit", "session_id", "session", "at", "start", "end", "text", "offset", "seconds"
+        "hit", "session_id", "session", "at", "start", "end", "text", "offset", "seconds",
+        "score",
     ]  # fmt: skip
+    assert rows[0]["score"] == ""  # a sounds-like cut's hits have one
     data, _ = sf.read(str(out), dtype="int16")
     for row in rows:
         at, n = round(float(row["offset"]) * RATE), round(float(row["seconds"]) * RATE)
         assert np.array_equal(data[at : at + n], source(float(row["start"]), n))
+
+
+def test_search_options_choose_what_is_cut(cli, two_meetings_home, tmp_path):
+    earlier, later = sorted(Archive(two_meetings_home).sessions(), key=lambda s: s.started_at)
+    between = (earlier.started_at + (later.started_at - earlier.started_at) / 2).isoformat()
+
+    def cut(*options: str) -> list[dict]:
+        listing = tmp_path / "cut.json"
+        result = cli(
+            "supercut", "quarterly sales report", "-o", tmp_path / "cut.wav",
+            "--list", listing, *options, "--home", two_meetings_home.root,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return json.loads(listing.read_text())["clips"]
+
+    assert [c["session_id"] for c in cut("--session", str(earlier.id))] == [earlier.id]
+    assert [c["session_id"] for c in cut("--since", between)] == [later.id]
+    assert [c["session_id"] for c in cut("--until", between)] == [earlier.id]
+    nothing = cli(
+        "supercut", "quarterly sales report", "-o", tmp_path / "x.wav", "--source", "mic",
+        "--home", two_meetings_home.root,
+    )  # fmt: skip
+    assert nothing.exit_code != 0 and "no match" in nothing.stderr
+
+
+def test_a_sounds_like_cut_takes_what_was_misheard_or_misspelt(cli, two_meetings_home, tmp_path):
+    out, listing = tmp_path / "cut.wav", tmp_path / "cut.csv"
+    args = ("supercut", "quarterly sails report", "-o", out, "--home", two_meetings_home.root)
+    assert "no match" in cli(*args).stderr  # not said in those words
+    result = cli(*args, "--fuzzy", "--list", listing)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(listing.open()))
+    assert len(rows) == 2 and all(float(r["score"]) >= 0.7 for r in rows)
+    assert all("quarterly sales report" in r["text"] for r in rows)
 
 
 def test_the_python_api_gives_the_same_cut(two_meetings_home, tmp_path):
