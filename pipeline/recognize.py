@@ -182,9 +182,9 @@ class PocketSphinxEngine:
 
 def _written(graph) -> str:
     """A PocketSphinx lattice as HTK SLF text: written to a file and read back, as its
-    Python object has no nodes to walk. The file is removed at once: a recognizer
-    process ends without running finalizers (``os._exit``), so a folder kept for its
-    life was left in the temp folder by every one."""
+    Python object has no nodes to walk. The file is removed at once: a recognizer that
+    is killed (by its supervisor, or with the machine) cleans nothing up, so a folder
+    kept for its life was left in the temp folder by each one."""
     fd, name = tempfile.mkstemp(prefix="pipeline-lattice-", suffix=".slf")
     os.close(fd)
     try:
