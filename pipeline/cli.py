@@ -719,8 +719,12 @@ def search(
     )
     around = {h.id: archive.context(h, context) for h in hits} if context > 0 else {}
     if as_json:
-        found = [_hit_json(h, around.get(h.id)) for h in hits]
-        out.print_json(json.dumps({"query": phrase, "hits": found}))
+        found: dict = {"query": phrase, "hits": [_hit_json(h, around.get(h.id)) for h in hits]}
+        if fuzzy and not hits:  # what scores under the cut-off, as the no-match line names it
+            closest = archive.closest(phrase, **filters)
+            found["min_score"] = FUZZY_MIN_SCORE if min_score is None else min_score
+            found["closest"] = None if closest is None else _hit_json(closest)
+        out.print_json(json.dumps(found))
         return
     if not hits:
         err.print(_no_match(archive, phrase, fts=fts, fuzzy=fuzzy, min_score=min_score, **filters))

@@ -195,6 +195,11 @@ def test_no_match_by_sound_names_the_closest_and_the_min_score_that_shows_it(cli
     assert (best["id"], best["match"]) == (hit_id, words)
     closest = Archive(corpus_home).closest("dashwood had then")  # the same, in Python
     assert (closest.id, closest.matched) == (hit_id, words) and closest.score < FUZZY_MIN_SCORE
+    doc = json.loads(
+        cli("search", "--fuzzy", "dashwood had then", "--json", "--home", corpus_home.root).stdout
+    )  # the same, as JSON
+    assert doc["hits"] == [] and doc["min_score"] == FUZZY_MIN_SCORE
+    assert (doc["closest"]["id"], doc["closest"]["match"]) == (hit_id, words)
 
 
 @pytest.mark.parametrize(
