@@ -262,7 +262,7 @@ def main() -> None:
     from pipeline.archive import Archive
     from pipeline.config import Home
     from pipeline.errors import QueryError
-    from pipeline.search import FUZZY_MIN_SCORE
+    from pipeline.fuzzy import FUZZY_MIN_SCORE
     from pipeline.supervisor import ingest
 
     refs = json.loads((args.corpus / "transcripts.json").read_text())

@@ -23,7 +23,7 @@ rejected if nothing scores that much. For each lowest alternative weight kept
 (``lattice.MIN_WEIGHT``) and cost of doubt (``soundalike.DOUBT_COST``) it
 finds the lowest cut-off that rejects at least 90 % of the unspoken phrases
 (the goal), and prints the spoken phrases found there; then, for the pair
-that finds most, the same at each cut-off (``search.FUZZY_MIN_SCORE``).
+that finds most, the same at each cut-off (``fuzzy.FUZZY_MIN_SCORE``).
 
 With ``--distractor-hours N`` it also writes the clips after N hours of
 distractors (``bench/findability.py``'s synthetic transcripts, other words:

@@ -53,6 +53,7 @@ from .errors import (
 )
 from .export import FORMATS as EXPORT_FORMATS
 from .export import check_format, render, write_text
+from .fuzzy import FUZZY_MIN_SCORE
 from .index import default_recorder
 from .ingestview import CopyProgress, IngestProgress, ReindexProgress
 from .liveview import LiveState
@@ -69,7 +70,7 @@ from .remote import Elsewhere
 from .repair import Action
 from .repair import repair as run_repair
 from .replay import DEFAULT_PADDING_SECONDS
-from .search import FUZZY_MIN_SCORE, Hit
+from .search import Hit
 from .sources import KINDS, SourceSpec, live_backend
 from .spool import SPOOL_NAME
 from .status import collect as collect_status

@@ -116,7 +116,7 @@ class SqliteIndexes(_Sounds):
     """FTS5 tables (see the module's table)."""
 
     dialect = "sqlite"
-    # Sounds-like postings a query may read (search._rarest): about 20 ms of reading.
+    # Sounds-like postings a query may read (fuzzy._rarest): about 20 ms of reading.
     # FTS5 hands a trigram's posting list over whole, 0.35 µs a posting at 1000 h.
     most_sound_postings = 60_000
 

@@ -5,27 +5,27 @@ tokens FTS5's ``unicode61`` tokenizer makes (letters and digits; everything
 else separates), and those tokens become one quoted phrase. So quotes,
 ``AND OR NOT``, ``NEAR(``, ``budg*`` and emoji are searched literally or, if
 nothing searchable is left, rejected with a one-line message.
+
+Search by sound (``fuzzy=True``) is :mod:`pipeline.fuzzy`; its hits are loaded
+and located here too (:func:`load_hits`), so both kinds are the same :class:`Hit`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-import numpy as np
 from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session as DbSession
 
-from . import indexes, lattice, phonetic, schema, soundalike
+from . import indexes, schema
 from .database import db_errors
 from .errors import QueryError
 from .fulltext import (
-    MAX_QUERY_WORDS,
     check_length,
     phrase_match,
     phrase_words,
@@ -122,7 +122,7 @@ def search(
     instead (a name from `pipeline models list`, an engine label such as
     ``vosk:vosk-model-small-en-us-0.15``, or an engine such as ``vosk``).
     ``fts``: the query is FTS5 syntax (AND, OR, NOT, NEAR, prefix*), not a
-    phrase. ``fuzzy``: find what sounds like the phrase (see :func:`fuzzy_search`).
+    phrase. ``fuzzy``: find what sounds like the phrase (see :mod:`pipeline.fuzzy`).
     ``options`` are :class:`Filters` fields, as keywords.
     """
     if limit < 1:
@@ -131,6 +131,8 @@ def search(
     if fuzzy:
         if fts:
             raise QueryError("--fuzzy and --fts do not combine; use one")
+        from .fuzzy import FUZZY_MIN_SCORE, fuzzy_search  # (it builds on this module)
+
         cut = FUZZY_MIN_SCORE if min_score is None else min_score
         hits = fuzzy_search(engine, query, limit=limit, min_score=cut, filters=filters)
     else:
@@ -158,7 +160,7 @@ def _phrase_search(
                 db, query, limit=limit, fts=fts, rank=rank, filters=filters, skip=seen
             )
             seen += len(ids)
-            hits += _hits(db, [(i, None) for i in ids], lambda utt, _: _span(utt, wanted, fts))
+            hits += load_hits(db, [(i, None) for i in ids], lambda utt, _: _span(utt, wanted, fts))
             if len(ids) < limit:
                 break
         return hits[:limit]
@@ -179,7 +181,7 @@ def matching_ids(
     found = indexes.of(db).words(
         None if fts else phrase_words(query), fts_query(query) if fts else None, rank
     )
-    where, params = _where(db, filters, **found.filters)
+    where, params = filter_sql(db, filters, **found.filters)
     # Newest first is the index's own order (time keys, migration 0007): SQLite's FTS5
     # streams matches from the newest and stops at the limit.
     bounds = _time_range(db, filters, params, found.key, exact=not found.filters.get("at", True))
@@ -187,7 +189,7 @@ def matching_ids(
     sql = text(
         f"SELECT {found.id} FROM {found.source} JOIN sessions AS s ON s.id = {found.session} "
         f"WHERE {' AND '.join(conditions)} ORDER BY {found.order} LIMIT :limit OFFSET :skip"
-    ).bindparams(*_typed(params))
+    ).bindparams(*typed_binds(params))
     return _run(db, sql, {"limit": limit, "skip": skip, **params, **found.params}, fts)
 
 
@@ -252,7 +254,7 @@ def _run(db: DbSession, sql, params: dict, fts: bool) -> list[int]:
         ) from None
 
 
-def _where(
+def filter_sql(
     db: DbSession, f: Filters, u: str = "u", at: bool = True, default: str | None = None
 ) -> tuple[list[str], dict]:
     """SQL conditions (on the utterance ``u``, which has ``transcript_id`` and, if ``at``,
@@ -295,7 +297,7 @@ def _where(
 SOURCE_KINDS = ("file", "system", "mic", "system+mic")
 
 
-def _typed(params: dict) -> list:
+def typed_binds(params: dict) -> list:
     """Bind parameters that need a type: times as the archive stores them, lists expanded."""
     out = []
     for name, value in params.items():
@@ -329,7 +331,7 @@ class SaidWord(NamedTuple):
 
 
 @dataclass(frozen=True)
-class _Found:
+class Found:
     """An utterance a search found, as plain values: ORM objects cost more than the search."""
 
     id: int
@@ -388,9 +390,9 @@ _WORDS = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 
-def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
+def load_hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     """The hits for (utterance id, what was found in it), in that order; ``make(utterance,
-    what)`` makes each (see :func:`_hit_at`).
+    what)`` makes each (see :func:`hit_at`).
 
     Two plain queries for all of them: utterances with sessions and segments, and
     words; a third only for matches past the end of their utterance's first segment
@@ -399,13 +401,13 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     ids = sorted({i for i, _ in found})
     if not ids:
         return []
-    words = _words_of(db, ids)
+    words = words_of(db, ids)
     said = {}
     for *row, path, offset, frames, rate in db.execute(_FOUND, {"ids": ids}).all():
         segment = None if path is None else (path, offset, frames, rate)
         texts, starts, ends = words[row[0]]
         said_words = [SaidWord(*w) for w in zip(texts, starts, ends, strict=True)]
-        said[row[0]] = _Found(*row, segment, said_words)
+        said[row[0]] = Found(*row, segment, said_words)
     made = (make(said[i], what) for i, what in found if i in said)
     hits = [h for h in made if h is not None]
     frames = [round(h.start * said[h.id].rate) for h in hits]
@@ -420,16 +422,16 @@ def _hits(db: DbSession, found: list[tuple[int, object]], make) -> list[Hit]:
     ]
 
 
-def _span(utt: _Found, wanted: list[str], any_word: bool) -> Hit | None:
+def _span(utt: Found, wanted: list[str], any_word: bool) -> Hit | None:
     """The hit on the words that spell the query (any of them, for FTS5 syntax); None if
     the utterance does not have the phrase (a stale index row, see pipeline.fulltext)."""
     if not utt.words:  # nothing to check it by (rows written without words)
-        return _hit_at(utt, 0, 0, None)
+        return hit_at(utt, 0, 0, None)
     span = locate_any(utt.words, wanted) if any_word else locate(utt.words, wanted)
-    return None if span is None else _hit_at(utt, *span, None)
+    return None if span is None else hit_at(utt, *span, None)
 
 
-def _hit_at(utt: _Found, first: int, last: int, score: float | None) -> Hit:
+def hit_at(utt: Found, first: int, last: int, score: float | None) -> Hit:
     """A hit on words [first, last) of the utterance (its segment is found afterwards)."""
     words = utt.words
     start = words[first].start if words else utt.start
@@ -497,305 +499,7 @@ def locate_any(words: list[SaidWord], wanted: list[str]) -> tuple[int, int]:
     return 0, len(words)
 
 
-# --fuzzy: matching by sound (pipeline.phonetic, pipeline.soundalike)
-FUZZY_MIN_SCORE = 0.70  # rejects 90 % of phrases never said in bench/tune_fuzzy.py
-FUZZY_CANDIDATES = 100  # utterances checked by edit distance: those sharing the most trigrams
-FUZZY_MIN_PHONEMES = 6  # shorter queries sound like half the archive
-# Utterance-trigram pairs a query reads (postings): its rarest trigrams are asked for
-# until their utterances add up to a budget (_budget), a share of the archive's
-# utterances, so that as the archive grows the same trigrams are asked for and the
-# right utterance stays among the candidates; at least FUZZY_POSTINGS, at most what
-# the database reads in about 20 ms (indexes' most_sound_postings), so a query's time
-# grows with the archive up to that. In bench/findability.py at 1000 h, 20,000
-# postings put 53.5 % of the spoken phrases in the top 3, 60,000 70.4 %; at 100 h,
-# 60,000 did worse than 20,000 (85.9 against 87.3 %): common trigrams vote too.
-FUZZY_POSTINGS = 20_000
-FUZZY_POSTINGS_SHARE = 0.3  # of the utterances: 21,000 postings at 100 h (70,000 of them)
-FUZZY_MIN_TRIGRAMS = 3  # asked for even if they are common,
-FUZZY_CAP = 2  # unless that reads more than this many budgets
-FUZZY_TIE_LOOKUPS = 300  # utterances tied at the last candidate's votes, put in order
-# (in bench/findability.py at 1000 h: 80.3 % in the top 3; 500: 81.7 %, 3-7 ms more
-# on PostgreSQL, whose smaller budget makes larger ties)
-# A phrase said across a pause: a candidate is matched with the end of the utterance
-# before it and the start of the one after (soundalike.Candidate) if the pause is this
-# long at most
-FUZZY_PAUSE_SECONDS = 2.0
-_LONGEST_UTTERANCE_SECONDS = 60.0  # the recognizer cuts at 30 s
-
-
-@dataclass(frozen=True)
-class _Said:
-    """What fuzzy search needs of an utterance: its time, word graph and neighbours."""
-
-    id: int
-    at: datetime
-    graph: soundalike.Graph
-    next: int | None  # the next utterance of its transcript, if within a pause
-    previous: int | None
-
-
-def fuzzy_search(
-    engine: Engine, query: str, *, limit: int, min_score: float, filters: Filters
-) -> list[Hit]:
-    """Utterances that sound like the phrase, best score first (then newest).
-
-    Candidates are the utterances sharing the most of the phrase's rarer
-    phoneme trigrams (:func:`_candidates`). Each is matched along its word
-    graph (its words, or what else the recognizer heard: its alternatives)
-    with the end of the utterance before and the start of the one after (a
-    phrase said across a pause), all at once (:class:`soundalike.Scorer`).
-    Those scoring at least ``min_score`` are hits, each in the utterance
-    where its match begins; the best ``limit`` are traced back to the words
-    that matched.
-    """
-    if not 0.0 <= min_score <= 1.0:
-        raise QueryError("--min-score must be between 0 and 1")
-    phones = _query_phonemes(query)
-    with db_errors(engine), DbSession(engine) as db:
-        found = _candidates(db, phones, filters)
-        said = _said(db, found)
-        candidates = [_candidate(said, i, filters) for i in found]
-        scorer = soundalike.Scorer(phones, candidates)
-        best = _best(scorer, [said[i] for i in found], limit=limit, min_score=min_score)
-        return _hits(db, [(i, match) for (i, _), match in best.items()], _fuzzy_hit)
-
-
-def _best(
-    scorer: soundalike.Scorer, found: list[_Said], *, limit: int, min_score: float
-) -> dict[tuple[int, float], soundalike.Match]:
-    """The best ``limit`` matches scoring at least ``min_score`` (then the newest), by
-    the utterance where each begins and its start: a moment may be matched from two
-    candidates (its own, and the one after), and counts once."""
-    scores = 1.0 - scorer.distances() / len(scorer.query)
-    ranked = sorted(
-        (k for k in range(len(found)) if scores[k] >= min_score),
-        key=lambda k: (-scores[k], -found[k].at.timestamp(), -found[k].id),
-    )
-    best: dict[tuple[int, float], soundalike.Match] = {}
-    for k in ranked:
-        if len(best) >= limit:
-            break
-        match = scorer.match(k)
-        begins = found[k].previous if match.in_before else found[k].id
-        best.setdefault((begins, match.start), match)
-    return best
-
-
-def _candidate(said: dict[int, _Said], i: int, filters: Filters) -> soundalike.Candidate:
-    """Utterance ``i`` as matched, with its neighbours within a pause; a match may begin in
-    the one before if that passes the filters' times."""
-    utterance = said[i]
-    before = said.get(utterance.previous) if utterance.previous is not None else None
-    after = said.get(utterance.next) if utterance.next is not None else None
-    return soundalike.Candidate(
-        utterance.graph,
-        before.graph if before is not None else None,
-        after.graph if after is not None else None,
-        before is not None and _within(before.at, filters),
-    )
-
-
-def _within(at: datetime, f: Filters) -> bool:
-    """Whether a time passes the filters' --since and --until."""
-    return (f.since is None or at >= f.since) and (f.until is None or at < f.until)
-
-
-def _fuzzy_hit(utt: _Found, match: soundalike.Match) -> Hit:
-    """A hit at the words the match went through: its times are theirs, its ``match``
-    the transcript's words said then, ``heard`` the words matched."""
-    start, end = match.start, match.end
-    said = [k for k, w in enumerate(utt.words) if w.end > start and w.start < end]
-    if not said and utt.words:  # the words matched lie between the transcript's
-        said = [min(range(len(utt.words)), key=lambda k: abs(utt.words[k].start - start))]
-    first, last = (said[0], said[-1] + 1) if said else (0, 0)
-    hit = _hit_at(utt, first, last, round(match.score, 3))
-    return dataclasses.replace(
-        hit,
-        start=start,
-        end=end,
-        at=utt.started_at + timedelta(seconds=start),
-        heard=match.words,
-    )
-
-
-def _candidates(db: DbSession, phones: list[str], filters: Filters) -> list[int]:
-    """The utterances, within the filters, sharing the most of the phrase's rarest
-    trigrams, each weighted by its rarity (idf), most first; at most
-    :data:`FUZZY_CANDIDATES`.
-
-    Not FTS5's bm25: ranking every match in SQL cost 100 ms per 10 000 matches,
-    counting them here a few. Only the rarest trigrams are asked for
-    (:func:`_rarest`), within a budget that grows with the archive up to what
-    the database reads in time (:func:`_budget`). The postings are read bare
-    (joining each with its utterance for the filters cost three times as much);
-    the best are then checked against the filters, best first, until enough pass.
-    """
-    everyone = (db.scalar(text("SELECT max(id) FROM utterances")) or 0) + 1
-    index = indexes.of(db)
-    ids, weights = [], []
-    trigrams = phonetic.trigrams(phones)
-    for term, count in _rarest(db, trigrams, _budget(everyone, index.most_sound_postings)):
-        listed = db.execute(index.sound_postings(), {"term": index.sound_term(term)}).scalar()
-        found = np.fromstring(listed or "", dtype=np.int64, sep=",")  # (C: 6x np.array(split))
-        ids.append(found)
-        weights.append(np.full(len(found), math.log(everyone / count)))
-    if not ids:
-        return []
-    voted, which = np.unique(np.concatenate(ids), return_inverse=True)
-    votes = np.bincount(which, weights=np.concatenate(weights))
-    voted, votes = _with_next(voted, votes)
-    order = np.lexsort((-voted, -votes))  # most votes first, then newest
-    order = _said_in_order_in_the_tie(db, phones, voted, votes, order)
-    return _passing(db, voted[order], filters)
-
-
-def _said_in_order_in_the_tie(
-    db: DbSession, phones: list[str], voted: np.ndarray, votes: np.ndarray, order: np.ndarray
-) -> np.ndarray:
-    """``order`` with the utterances that tie with the last candidate's votes ordered by
-    the longest run of the phrase's phonemes said in order in their transcript, then
-    shortest first, then newest, if more tie than there is room for.
-
-    In a large archive a phrase of common sounds ("more respectable than") has every
-    trigram asked for in hundreds of utterances, and their votes tie: the trigrams
-    are a set, not in order. An utterance that has them by chance, scattered over
-    other words, has a short run of the phrase's sounds in a row; one where it was
-    said, a long one (:func:`soundalike.longest_runs`, on the transcript's words;
-    the edit distance hits are scored by, on the same words, added 13 ms to a
-    query's median at 1000 h and found fewer). Among equals, a shorter one is less
-    likely to have them by chance. In ``bench/findability.py`` at 1000 h this puts
-    80.3 % of the spoken phrases in the top 3, against 74.6 % by length alone. Only
-    the tie is looked up, at most :data:`FUZZY_TIE_LOOKUPS` of it (by their newest).
-    """
-    if len(order) <= FUZZY_CANDIDATES:
-        return order
-    tie = int(np.count_nonzero(votes[order] >= votes[order[FUZZY_CANDIDATES - 1]]))
-    tie = min(tie, FUZZY_TIE_LOOKUPS)
-    if tie <= FUZZY_CANDIDATES:
-        return order
-    head = order[:tie]
-    words, lengths = _transcripts(db, voted[head])
-    runs = soundalike.longest_runs(phones, words)
-    head = head[np.lexsort((-voted[head], lengths, -runs, -votes[head]))]
-    return np.concatenate([head, order[tie:]])
-
-
-def _transcripts(db: DbSession, ids: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
-    """Each utterance's words and its length in seconds (none and infinite if it is gone)."""
-    found = {
-        i: (words, length)
-        for i, words, length in db.execute(
-            text('SELECT id, text, "end" - start FROM utterances WHERE id IN :ids').bindparams(
-                bindparam("ids", expanding=True)
-            ),
-            {"ids": [int(i) for i in ids]},
-        ).all()
-    }
-    rows = [found.get(int(i), ("", math.inf)) for i in ids]
-    return [t.split() for t, _ in rows], np.array([length for _, length in rows], dtype=float)
-
-
-def _with_next(voted: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each utterance's votes with those of the next one: a phrase said across a pause
-    has half its trigrams in each, and is matched from the first (see
-    :func:`fuzzy_search`). The next one is taken to be the next id, as the indexer
-    writes a session's utterances in order (where two sessions' interleave, a
-    candidate is chosen by its own votes, with some noise); an utterance with no
-    votes of its own before one that has some joins them with those.
-    """
-    later = np.searchsorted(voted, voted + 1)
-    has = later < len(voted)
-    has[has] = voted[later[has]] == voted[has] + 1
-    paired = votes + np.where(has, votes[np.minimum(later, len(votes) - 1)], 0.0)
-    earlier = voted - 1
-    lone = ~np.isin(earlier, voted) & (earlier > 0)
-    return np.concatenate([voted, earlier[lone]]), np.concatenate([paired, votes[lone]])
-
-
-def _passing(db: DbSession, ranked: np.ndarray, filters: Filters) -> list[int]:
-    """The first :data:`FUZZY_CANDIDATES` of ``ranked`` that pass the filters (and are in
-    their session's transcript searched), checked a batch at a time (made Python ints a
-    batch at a time too: all of them, 100,000 at 1000 h, cost 10 ms)."""
-    where, params = _where(db, filters)
-    sql = text(
-        "SELECT u.id FROM utterances AS u JOIN sessions AS s ON s.id = u.session_id "
-        f"WHERE u.id IN :ids AND {' AND '.join(where)}"
-    ).bindparams(bindparam("ids", expanding=True), *_typed(params))
-    out: list[int] = []
-    batch = 4 * FUZZY_CANDIDATES
-    for lo in range(0, len(ranked), batch):
-        chunk = ranked[lo : lo + batch].tolist()
-        passed = {i for (i,) in db.execute(sql, {"ids": chunk, **params}).cursor.fetchall()}
-        out += [i for i in chunk if i in passed][: FUZZY_CANDIDATES - len(out)]
-        if len(out) >= FUZZY_CANDIDATES:
-            break
-    return out
-
-
-def _budget(utterances: int, most: int) -> int:
-    """How many postings a query reads in an archive of this many utterances, with a
-    database that reads at most ``most`` in time (see :data:`FUZZY_POSTINGS_SHARE`)."""
-    return min(most, max(FUZZY_POSTINGS, round(FUZZY_POSTINGS_SHARE * utterances)))
-
-
-def _rarest(db: DbSession, trigrams: list[str], budget: int) -> list[tuple[str, int]]:
-    """The query's rarest trigrams that the archive has, with how many utterances have
-    each, until those add up to ``budget`` (at least :data:`FUZZY_MIN_TRIGRAMS` of them
-    while they add up to :data:`FUZZY_CAP` budgets; at least one)."""
-    counts = indexes.of(db).sound_counts(db, sorted({t.casefold() for t in trigrams}))
-    asked, total = [], 0
-    for term, count in sorted(counts.items(), key=lambda tc: (tc[1], tc[0])):
-        enough = len(asked) >= FUZZY_MIN_TRIGRAMS or total + count > FUZZY_CAP * budget
-        if asked and enough and total + count > budget:
-            break
-        asked.append((term, count))
-        total += count
-    return asked
-
-
-def _said(db: DbSession, ids: list[int], *, neighbours: bool = True) -> dict[int, _Said]:
-    """The utterances' words as graphs (their alternatives where they have some), with
-    the next and the previous utterance of each (``neighbours``: fetched too).
-
-    Plain rows: ORM objects cost more than the matching.
-    """
-    if not ids:
-        return {}
-    rows = db.execute(
-        text(
-            "SELECT u.id, u.start, u.at, u.text, a.graph, "
-            "(SELECT n.id FROM utterances AS n WHERE n.transcript_id = u.transcript_id "
-            ' AND n.start >= u."end" - 0.05 AND n.start <= u."end" + :pause AND n.id != u.id '
-            " ORDER BY n.start LIMIT 1), "
-            "(SELECT p.id FROM utterances AS p WHERE p.transcript_id = u.transcript_id "
-            " AND p.start < u.start AND p.start > u.start - :reach AND p.id != u.id "
-            ' AND p."end" >= u.start - :pause ORDER BY p.start DESC LIMIT 1) '
-            "FROM utterances AS u LEFT JOIN alternatives AS a ON a.utterance_id = u.id "
-            "WHERE u.id IN :ids"
-        ).bindparams(bindparam("ids", expanding=True)),
-        {"ids": ids, "pause": FUZZY_PAUSE_SECONDS, "reach": _LONGEST_UTTERANCE_SECONDS},
-    ).cursor.fetchall()
-    words = _words_of(db, [r[0] for r in rows if r[4] is None])
-    out: dict[int, _Said] = {}
-    for i, start, at, _, packed, following, previous in rows:
-        if packed is not None:
-            graph = lattice.unpack(packed, start)
-        else:
-            graph = soundalike.Graph.of_words(*words[i])
-        when = _utc(at)
-        out[i] = _Said(i, when, graph, following, previous)
-    if neighbours:
-        near = {n for s in out.values() for n in (s.next, s.previous)} - {None} - set(out)
-        out = _said(db, sorted(near), neighbours=False) | out
-    return out
-
-
-def _utc(at) -> datetime:
-    """A time read as a plain row: SQLite's naive UTC text, or PostgreSQL's timestamptz."""
-    return schema.as_utc(datetime.fromisoformat(at) if isinstance(at, str) else at)
-
-
-def _words_of(db: DbSession, ids: list[int]) -> dict[int, tuple[list, list, list]]:
+def words_of(db: DbSession, ids: list[int]) -> dict[int, tuple[list, list, list]]:
     """Each utterance's words, column by column: their texts, starts and ends, in order
     (plain rows: fuzzy search reads thousands)."""
     out: dict[int, tuple[list, list, list]] = {i: ([], [], []) for i in ids}
@@ -806,19 +510,3 @@ def _words_of(db: DbSession, ids: list[int]) -> dict[int, tuple[list, list, list
             starts.append(start)
             ends.append(end)
     return out
-
-
-def _query_phonemes(query: str) -> list[str]:
-    """The phrase's phonemes; QueryError if it has too little sound to search by."""
-    check_length(query)
-    words = tokens(query)
-    if not words:
-        raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
-    if len(words) > MAX_QUERY_WORDS:
-        raise QueryError(
-            f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
-        )
-    phones = phonetic.phonemes(words)
-    if len(phones) < FUZZY_MIN_PHONEMES:
-        raise QueryError(f"{query[:40]!r} is too short to search by sound; give two or three words")
-    return phones

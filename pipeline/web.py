@@ -55,8 +55,9 @@ from .errors import (
     RemoteAudioError,
     ReplayError,
 )
+from .fuzzy import FUZZY_MIN_SCORE
 from .replay import DEFAULT_PADDING_SECONDS
-from .search import FUZZY_MIN_SCORE, Hit
+from .search import Hit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765

@@ -24,9 +24,10 @@ from pipeline.archive import Archive
 from pipeline.config import Home
 from pipeline.database import migrate
 from pipeline.errors import QueryError
+from pipeline.fuzzy import FUZZY_MIN_SCORE
 from pipeline.index import Indexer
 from pipeline.messages import Alternative, SessionStarted, TranscriptDone, Utterance, Word
-from pipeline.search import FUZZY_MIN_SCORE, search
+from pipeline.search import search
 from pipeline.soundalike import DOUBT_COST, Candidate, Graph, Scorer, best_match
 from pipeline.supervisor import ingest
 
@@ -308,7 +309,7 @@ def test_words_carried_into_a_new_transcript_are_found_by_sound(db):
 
 def test_a_query_reads_only_the_rarest_trigrams_of_a_large_archive(corpus_home, monkeypatch):
     """The postings budget bounds a query's work; the rarest trigrams still find the phrase."""
-    from pipeline import search as module
+    from pipeline import fuzzy as module
 
     monkeypatch.setattr(module, "FUZZY_POSTINGS", 1)
     monkeypatch.setattr(module, "FUZZY_POSTINGS_SHARE", 0.0)
@@ -321,7 +322,7 @@ def test_a_query_reads_only_the_rarest_trigrams_of_a_large_archive(corpus_home, 
 def test_the_postings_budget_grows_with_the_archive_up_to_what_its_database_reads():
     """The same share of a larger archive's postings, so the same trigrams are asked for,
     but never more than the database reads in time: PostgreSQL reads fewer."""
-    from pipeline import search as module
+    from pipeline import fuzzy as module
     from pipeline.indexes import PostgresIndexes, SqliteIndexes
 
     lite, pg = SqliteIndexes.most_sound_postings, PostgresIndexes.most_sound_postings
@@ -342,7 +343,7 @@ def test_candidates_that_tie_on_every_trigram_are_taken_by_how_their_words_sound
     archive, in other words and order. The one that said it must win the tie, though it
     is older (newest first took it before, so an old moment was never matched) and
     longer (shortest first, after that, still lost it to a shorter one by chance)."""
-    from pipeline import search as module
+    from pipeline import fuzzy as module
     from pipeline.database import open_archive
 
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
@@ -377,7 +378,7 @@ def test_the_trigrams_always_asked_for_stop_at_the_cap(corpus_home, monkeypatch)
     of only common sounds must not read half the archive's postings."""
     from sqlalchemy.orm import Session as DbSession
 
-    from pipeline import search as module
+    from pipeline import fuzzy as module
     from pipeline.database import open_database
 
     trigrams = phonetic.trigrams(phonetic.phonemes(["ill", "disposed", "young"]))

@@ -26,9 +26,9 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import Home
+from pipeline.fuzzy import FUZZY_MIN_SCORE
 from pipeline.index import Indexer
 from pipeline.messages import SessionEnded, SessionStarted, Utterance, Word
-from pipeline.search import FUZZY_MIN_SCORE
 from pipeline.web import WebServer
 
 from .conftest import MEETING, sentences
