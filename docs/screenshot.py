@@ -63,6 +63,7 @@ def shoot(url: str) -> None:
             {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
         )
         browser.get(url)
+        browser.find_element(By.CSS_SELECTOR, "#filters summary").click()  # shown open
         browser.find_element(By.ID, "q").send_keys(QUERY, Keys.ENTER)
         deadline = time.monotonic() + 20
         script = "return [...document.querySelectorAll('audio')].every(a => a.readyState >= 1)"

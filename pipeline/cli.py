@@ -41,7 +41,7 @@ from .config import (
     set_value,
     shown_url,
 )
-from .dates import parse_when
+from .dates import between
 from .errors import (
     ArchiveUnreachableError,
     CaptureError,
@@ -425,7 +425,7 @@ def reindex(
             "say which model to reindex with: --model NAME, --lang xx or --engine assemblyai"
         )
     spec = _engine(model, h, lang, engine)
-    after = _when("--since", since)
+    after, _ = _between(since, None)
     if dry_run:
         _show_plan(plan_reindex(h, spec.label, session=session, since=after))
         return
@@ -799,21 +799,10 @@ def _filters(
 
 def _between(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
     """--since and --until as times; the wrong way round is an error, not "no match"."""
-    after, before = _when("--since", since), _when("--until", until, end=True)
-    if after is not None and before is not None and after >= before:
-        raise ConfigError(
-            f"--since {since!r} is not before --until {until!r}; nothing was said between them"
-        )
-    return after, before
-
-
-def _when(option: str, text: str | None, *, end: bool = False) -> datetime | None:
-    if text is None:
-        return None
     try:
-        return parse_when(text, end=end)
+        return between(since, until)
     except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
 @app.command()

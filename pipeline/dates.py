@@ -44,3 +44,24 @@ def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> 
         parsed = parsed.astimezone()  # local time
     is_date = len(text.strip()) <= 10  # 2026-11-01: the whole day
     return parsed + timedelta(days=1) if end and is_date else parsed
+
+
+def between(
+    since: str | None, until: str | None, *, names: tuple[str, str] = ("--since", "--until")
+) -> tuple[datetime | None, datetime | None]:
+    """``since`` and ``until`` as times (None where not given), ``until`` read as the end
+    of its day; ValueError, naming the option by ``names``, if one is not a time or they
+    are the wrong way round (an error, not "no match")."""
+    times = []
+    for name, given, end in zip(names, (since, until), (False, True), strict=True):
+        try:
+            times.append(None if given is None else parse_when(given, end=end))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    after, before = times
+    if after is not None and before is not None and after >= before:
+        raise ValueError(
+            f"{names[0]} {since!r} is not before {names[1]} {until!r}; "
+            "nothing was said between them"
+        )
+    return after, before

@@ -2,7 +2,9 @@
 
 `pipeline serve` runs a small Starlette app under uvicorn over a read-only
 :class:`~pipeline.archive.Archive`. It has four routes: the page (one HTML
-file shipped in ``pipeline/data/``), ``/api/search`` (hits as JSON; ``fuzzy=1``: by sound),
+file shipped in ``pipeline/data/``), ``/api/search`` (hits as JSON; ``fuzzy=1``:
+by sound, ``fts=1``: FTS5 syntax, ``rank=1``: best first; ``since``, ``until``,
+``session``, ``source`` and ``device`` filter as the CLI's options do),
 ``/api/clip/{id}.wav`` (a hit's moment as a WAV file) and
 ``/api/audio/{session key}.wav?start=S&end=E`` (a stretch of a session
 recorded here, for other machines of a shared archive: see
@@ -46,6 +48,7 @@ from starlette.routing import Route
 from . import remote
 from .archive import Archive, Moment
 from .config import Home
+from .dates import between
 from .errors import (
     ConfigError,
     IndexerError,
@@ -66,6 +69,7 @@ MAX_LIMIT = 500  # one request never lists more hits than a page can show
 MAX_PADDING_SECONDS = 60.0  # nor cuts more than two minutes of context around a hit
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
+FILTERS = ("since", "until", "session", "source", "device")  # /api/search's, as the CLI's
 SESSION_KEY = re.compile(r"[\w.-]{1,64}")
 
 # an HTTP status per kind of failure (410: the moment's audio is gone or unreadable;
@@ -134,6 +138,24 @@ def _wav_response(request: Request, body: bytes) -> Response:
     return Response(body[first : last + 1], 206, media_type="audio/wav", headers=headers)
 
 
+def search_filters(request: Request) -> dict:
+    """The search's filters from its query parameters (those of `pipeline search`:
+    since, until, session, source, device), as :class:`~pipeline.search.Filters` fields;
+    a time it cannot read is a QueryError naming the parameter."""
+    given = {name: request.query_params.get(name) or None for name in FILTERS}
+    try:
+        given["since"], given["until"] = between(
+            given["since"], given["until"], names=("since", "until")
+        )
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+    return given
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "") in ("1", "true", "on")
+
+
 def _number(request: Request, name: str, kind: type, default, lo, hi):
     """A query parameter as ``kind`` within [lo, hi]; QueryError names it otherwise."""
     raw = request.query_params.get(name)
@@ -190,11 +212,15 @@ def create_app(
     def api_search(request: Request) -> Response:
         query = request.query_params.get("q", "")
         limit = _number(request, "limit", int, DEFAULT_LIMIT, 1, MAX_LIMIT)
-        fuzzy = request.query_params.get("fuzzy", "") in ("1", "true", "on")
-        hits = archive.search(query, limit=limit, fuzzy=fuzzy)
-        found = {"query": query, "fuzzy": fuzzy, "hits": [hit_json(h) for h in hits]}
+        fuzzy, fts, rank = (_flag(request, name) for name in ("fuzzy", "fts", "rank"))
+        if fuzzy and fts:
+            raise QueryError("fuzzy and fts do not combine; use one")
+        filters = search_filters(request)
+        hits = archive.search(query, limit=limit, fuzzy=fuzzy, fts=fts, rank=rank, **filters)
+        found = {"query": query, "fuzzy": fuzzy, "rank": rank or fuzzy}
+        found["hits"] = [hit_json(h) for h in hits]
         if fuzzy and not hits:  # what scores just under the cut-off, as the CLI names it
-            closest = archive.closest(query)
+            closest = archive.closest(query, **filters)
             found["min_score"] = FUZZY_MIN_SCORE
             found["closest"] = hit_json(closest) if closest is not None else None
         return JSONResponse(found)

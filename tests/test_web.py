@@ -146,9 +146,50 @@ def test_fuzzy_search_finds_what_sounds_like_the_phrase_and_names_the_closest(me
     assert 0 < body["closest"]["score"] < FUZZY_MIN_SCORE and body["closest"]["heard"]
 
 
+def test_search_takes_the_clis_filters(meeting_url):
+    def hits(params: str, phrase: str = SENTENCE["phrase"]) -> list[dict]:
+        query = urllib.parse.urlencode({"q": phrase})
+        status, body = get_json(f"{meeting_url}api/search?{query}&{params}")
+        assert status == 200, body
+        return body["hits"]
+
+    [hit] = hits("since=2000-01-01&until=now")
+    assert hits("until=2000-01-01") == [] and hits("since=now") == []
+    assert hits("source=mic") == [] and hits("source=file") == [hit]
+    assert hits(f"session={hit['session_id']}") == [hit]
+    assert hits("device=meeting") == [hit] and hits("device=elsewhere") == []
+    assert hits("fuzzy=1&until=2000-01-01") == []
+    status, body = get_json(f"{meeting_url}api/search?q=to+the&session=no-such-session")
+    assert status == 404 and "no session 'no-such-session'" in body["error"]
+
+
+def test_search_takes_fts_syntax_and_orders_by_rank(meeting_url, meeting_home):
+    from pipeline.archive import Archive
+
+    status, body = get_json(meeting_url + "api/search?q=quarterly+AND+finance&fts=1")
+    assert status == 200 and [h["text"] for h in body["hits"]] == [SENTENCE["text"]]
+    assert get_json(meeting_url + "api/search?q=quarterly+AND+finance")[1]["hits"] == []
+    query = "coffee OR floor OR to OR the OR on"
+    asked = {
+        order: [h["id"] for h in get_json(f"{meeting_url}api/search?{params}")[1]["hits"]]
+        for order, params in (
+            ("newest", urllib.parse.urlencode({"q": query, "fts": 1})),
+            ("rank", urllib.parse.urlencode({"q": query, "fts": 1, "rank": 1})),
+        )
+    }
+    archive = Archive(meeting_home)
+    assert asked["rank"] == [h.id for h in archive.search(query, fts=True, rank=True, limit=50)]
+    assert asked["newest"] == [h.id for h in archive.search(query, fts=True, limit=50)]
+    assert asked["rank"] != asked["newest"]
+
+
 @pytest.mark.parametrize(
     "query, message",
     [
+        ("q=to+the&since=someday", "since: 'someday' is not a time; give a date"),
+        ("q=to+the&since=today&until=yesterday", "since 'today' is not before until"),
+        ("q=to+the&source=radio", "must be one of file, system, mic"),
+        ("q=to+the+final&fuzzy=1&fts=1", "fuzzy and fts do not combine"),
         ("q=%22%22", "nothing to search for"),
         ("q=", "nothing to search for"),
         ("q=to+the&limit=0", "limit must be between 1 and 500"),
@@ -363,6 +404,43 @@ def test_page_searches_by_sound_and_shows_the_closest_when_nothing_is_close(brow
     assert browser.execute_script("return document.querySelectorAll('#results li').length") == 1
     score = browser.find_element(By.CSS_SELECTOR, "#results .score").text
     assert float(score.removeprefix("score ")) < FUZZY_MIN_SCORE
+
+
+def test_page_filters_a_search_and_keeps_its_filters_in_the_link(browser, meeting_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(meeting_url)
+    assert not browser.find_element(By.ID, "until").is_displayed()  # folded away at first
+    browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
+    browser.find_element(By.ID, "until").send_keys("2000-01-01")
+    browser.find_element(By.ID, "q").send_keys(SENTENCE["phrase"] + "\n")
+    status = "document.getElementById('status').textContent"
+    wait_for(browser, f"{status} == 'no match within these filters'")
+    assert "until=2000-01-01" in browser.current_url
+
+    browser.get(browser.current_url)  # a link to the search opens its filters, filled in
+    wait_for(browser, f"{status}.startsWith('no match')")
+    until = browser.find_element(By.ID, "until")
+    assert until.is_displayed() and until.get_attribute("value") == "2000-01-01"
+
+    until.clear()
+    Select(browser.find_element(By.ID, "source")).select_by_value("file")
+    browser.find_element(By.ID, "fuzzy").click()
+    browser.find_element(By.ID, "fts").click()  # one or the other: by sound or FTS5 syntax
+    assert not browser.find_element(By.ID, "fuzzy").is_selected()
+    browser.find_element(By.ID, "fts").click()
+    browser.find_element(By.CSS_SELECTOR, "#search button").click()
+    text = wait_for(browser, "document.querySelector('#results .text')?.textContent")
+    assert text == SENTENCE["text"] and "source=file" in browser.current_url
+    assert "until" not in browser.current_url
+
+    browser.find_element(By.ID, "since").send_keys("someday\n")
+    error = wait_for(
+        browser,
+        "!document.getElementById('error').hidden && document.getElementById('error').textContent",
+    )
+    assert error.startswith("since: 'someday' is not a time")
 
 
 def test_page_shows_a_bad_query_as_one_line(browser, meeting_url):
