@@ -22,10 +22,13 @@ from . import remote, replay, schema
 from . import supercut as cutting
 from .config import Home, resolve_home
 from .database import db_errors, migrate, open_database
-from .errors import NotFoundError
+from .dates import between
+from .errors import NotFoundError, QueryError
 from .export import SessionText, check_format, load, render
 from .objectstore import ObjectStore, SegmentCache
 from .search import Hit, search
+
+When = datetime | str | None  # a time, or as the CLI takes it: "yesterday", "2h", "monday"
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,9 @@ class Archive:
     ) -> list[Hit]:
         """Hits for a phrase (or, with ``fts``, an FTS5 query; with ``fuzzy``, what sounds
         like it, scoring at least ``min_score``); ``filters`` are the fields of
-        :class:`~pipeline.search.Filters` (since, until, session, source, device, model)."""
+        :class:`~pipeline.search.Filters` (since, until, session, source, device, model),
+        since and until as datetimes or as the CLI takes them ("yesterday", "2h")."""
+        filters["since"], filters["until"] = _times(filters.get("since"), filters.get("until"))
         return search(
             self.engine,
             query,
@@ -304,11 +309,13 @@ class Archive:
         self,
         session: int | str | None = None,
         *,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: When = None,
+        until: When = None,
         model: str | None = None,
     ) -> list[SessionText]:
-        """A session's transcript (by id or key), or every session's words in [since, until)."""
+        """A session's transcript (by id or key), or every session's words in [since, until)
+        (datetimes, or text as the CLI takes it: "yesterday", "2h", "2026-11-01")."""
+        since, until = _times(since, until)
         return load(self.engine, session=session, since=since, until=until, model=model)
 
     def export(
@@ -316,8 +323,8 @@ class Archive:
         session: int | str | None = None,
         format: str = "txt",
         *,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: When = None,
+        until: When = None,
         model: str | None = None,
     ) -> str:
         """The transcript as txt, srt, vtt or json text (see :mod:`pipeline.export`)."""
@@ -356,3 +363,12 @@ class Archive:
             min_score=min_score,
             **filters,
         )
+
+
+def _times(since: When, until: When) -> tuple[datetime | None, datetime | None]:
+    """``since`` and ``until`` as times; QueryError if text is not one, or they are the
+    wrong way round."""
+    try:
+        return between(since, until, names=("since", "until"))
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None

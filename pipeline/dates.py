@@ -47,21 +47,26 @@ def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> 
 
 
 def between(
-    since: str | None, until: str | None, *, names: tuple[str, str] = ("--since", "--until")
+    since: str | datetime | None,
+    until: str | datetime | None,
+    *,
+    names: tuple[str, str] = ("--since", "--until"),
 ) -> tuple[datetime | None, datetime | None]:
-    """``since`` and ``until`` as times (None where not given), ``until`` read as the end
-    of its day; ValueError, naming the option by ``names``, if one is not a time or they
-    are the wrong way round (an error, not "no match")."""
+    """``since`` and ``until`` as aware times (None where not given): text as
+    :func:`parse_when` reads it, ``until``'s as the end of its day; a datetime as it
+    is, in local time if naive (as a typed one is). ValueError, naming them by
+    ``names``, if one is not a time or they are the wrong way round (an error, not
+    "no match")."""
     times = []
     for name, given, end in zip(names, (since, until), (False, True), strict=True):
         try:
-            times.append(None if given is None else parse_when(given, end=end))
+            times.append(parse_when(given, end=end) if isinstance(given, str) else given)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
-    after, before = times
+    after, before = (t if t is None or t.tzinfo else t.astimezone() for t in times)
     if after is not None and before is not None and after >= before:
         raise ValueError(
-            f"{names[0]} {since!r} is not before {names[1]} {until!r}; "
+            f"{names[0]} {str(since)!r} is not before {names[1]} {str(until)!r}; "
             "nothing was said between them"
         )
     return after, before

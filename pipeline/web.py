@@ -48,7 +48,6 @@ from starlette.routing import Route
 from . import remote
 from .archive import Archive, Moment
 from .config import Home
-from .dates import between
 from .errors import (
     ConfigError,
     IndexerError,
@@ -141,15 +140,8 @@ def _wav_response(request: Request, body: bytes) -> Response:
 def search_filters(request: Request) -> dict:
     """The search's filters from its query parameters (those of `pipeline search`:
     since, until, session, source, device), as :class:`~pipeline.search.Filters` fields;
-    a time it cannot read is a QueryError naming the parameter."""
-    given = {name: request.query_params.get(name) or None for name in FILTERS}
-    try:
-        given["since"], given["until"] = between(
-            given["since"], given["until"], names=("since", "until")
-        )
-    except ValueError as exc:
-        raise QueryError(str(exc)) from None
-    return given
+    the archive reads since and until as the CLI does."""
+    return {name: request.query_params.get(name) or None for name in FILTERS}
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -55,3 +55,26 @@ def test_a_hit_as_json_is_what_search_json_prints_of_it(cli, meeting_home):
     printed = cli("search", "open next spring", "--json", "--home", meeting_home.root).stdout
     [row] = json.loads(printed)["hits"]
     assert row.items() >= fields.items()  # the CLI adds paths and the match's words
+
+
+def test_times_are_datetimes_or_what_the_cli_takes(meeting_home):
+    from datetime import timedelta
+
+    from pipeline.errors import QueryError
+
+    archive = Archive(meeting_home)
+    (hit,) = archive.search("open next spring")
+    before, after = hit.at - timedelta(minutes=1), hit.at + timedelta(minutes=1)
+    assert archive.search("open next spring", since=before, until=after) == [hit]
+    assert archive.search("open next spring", since=after) == []
+    assert archive.search("open next spring", since="2000-01-01", until="now") == [hit]
+    assert archive.search("open next spring", until="2000-01-01") == []
+    naive = after.astimezone().replace(tzinfo=None)  # local time, as a typed one is
+    assert archive.search("open next spring", until=naive) == [hit]
+    assert archive.search("open next spring", since=naive) == []
+    [said] = archive.transcripts(since="2000-01-01", until=after)
+    assert said.id == hit.session_id and len(said.lines) == 8
+    with pytest.raises(QueryError, match=r"^since: 'someday' is not a time; give "):
+        archive.search("open next spring", since="someday")
+    with pytest.raises(QueryError, match=r"^since '.+' is not before until '2000-01-01'"):
+        archive.transcripts(since=before, until="2000-01-01")
