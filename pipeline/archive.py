@@ -76,6 +76,22 @@ class Said:
     def text(self) -> str:
         return " ".join(w[0] for w in self.words)
 
+    def as_json(self) -> dict:
+        """As `pipeline show --json` prints it and the web page reads it (times local)."""
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "at": self.at.astimezone().isoformat(timespec="milliseconds"),
+            "start": self.start,
+            "end": self.end,
+            "engine": self.engine,
+            "text": self.text,
+            "words": [
+                {"text": t, "start": a, "end": b, "confidence": round(c, 3)}
+                for t, a, b, c in self.words
+            ],
+        }
+
 
 def _said(utt: schema.Utterance) -> Said:
     words = tuple((w.text, w.start, w.end, w.confidence) for w in utt.words)

@@ -816,7 +816,8 @@ def show(
     """Print an utterance with its neighbours, times, engine and each word's confidence."""
     said, focus = Archive(_home(home, db)).around(hit_id, max(0, around))
     if as_json:
-        out.print_json(json.dumps({"id": hit_id, "utterances": [_said_json(s) for s in said]}))
+        found = {"id": hit_id, "focus": focus, "utterances": [s.as_json() for s in said]}
+        out.print_json(json.dumps(found))
         return
     for i, s in enumerate(said):
         line = Text(f"{s.id:>6}  {_local(s.at)}  {_clock(s.start)}–{_clock(s.end)}  ")
@@ -830,21 +831,6 @@ def show(
                 words.add_row(text, _clock(start), _clock(end), f"{confidence:.2f}")
             out.print(words)
             out.print(f"        heard by {s.engine}", style="dim")
-
-
-def _said_json(s) -> dict:
-    return {
-        "id": s.id,
-        "session_id": s.session_id,
-        "at": s.at.astimezone().isoformat(timespec="milliseconds"),
-        "start": s.start,
-        "end": s.end,
-        "engine": s.engine,
-        "text": s.text,
-        "words": [
-            {"text": t, "start": a, "end": b, "confidence": round(c, 3)} for t, a, b, c in s.words
-        ],
-    }
 
 
 @app.command()

@@ -1,11 +1,12 @@
 """The web page: search the archive, see the hits on a timeline, hear each one.
 
 `pipeline serve` runs a small Starlette app under uvicorn over a read-only
-:class:`~pipeline.archive.Archive`. It has four routes: the page (one HTML
+:class:`~pipeline.archive.Archive`. It has five routes: the page (one HTML
 file shipped in ``pipeline/data/``), ``/api/search`` (hits as JSON; ``fuzzy=1``:
 by sound, ``fts=1``: FTS5 syntax, ``rank=1``: best first; ``since``, ``until``,
 ``session``, ``source`` and ``device`` filter as the CLI's options do),
-``/api/clip/{id}.wav`` (a hit's moment as a WAV file) and
+``/api/show/{id}?around=N`` (a hit's utterance and its neighbours, as
+`pipeline show --json`), ``/api/clip/{id}.wav`` (a hit's moment as a WAV file) and
 ``/api/audio/{session key}.wav?start=S&end=E`` (a stretch of a session
 recorded here, for other machines of a shared archive: see
 :mod:`pipeline.remote`). A :class:`~pipeline.errors.PipelineError` becomes
@@ -66,6 +67,7 @@ DEFAULT_PORT = 8765
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500  # one request never lists more hits than a page can show
 MAX_PADDING_SECONDS = 60.0  # nor cuts more than two minutes of context around a hit
+MAX_AROUND = 20  # nor shows more than this many utterances either side of one
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 FILTERS = ("since", "until", "session", "source", "device")  # /api/search's, as the CLI's
@@ -144,6 +146,14 @@ def search_filters(request: Request) -> dict:
     return {name: request.query_params.get(name) or None for name in FILTERS}
 
 
+def _hit_id(request: Request) -> int:
+    """The hit id in the request's path; NotFoundError if it is not one."""
+    raw = request.path_params["hit_id"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):  # SQLite's ints are 64-bit
+        raise NotFoundError(f"no hit with id {raw[:20]!r}; hit ids are numbers")
+    return int(raw)
+
+
 def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "") in ("1", "true", "on")
 
@@ -217,15 +227,20 @@ def create_app(
             found["closest"] = hit_json(closest) if closest is not None else None
         return JSONResponse(found)
 
+    def api_show(request: Request) -> Response:
+        """A hit's utterance with those before and after it, as `pipeline show --json`."""
+        around = _number(request, "around", int, 2, 0, MAX_AROUND)
+        said, focus = archive.around(_hit_id(request), around)
+        utterances = [s.as_json() for s in said]
+        return JSONResponse({"id": said[focus].id, "focus": focus, "utterances": utterances})
+
     def api_clip(request: Request) -> Response:
-        raw = request.path_params["hit_id"]
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):  # SQLite's ints are 64-bit
-            raise NotFoundError(f"no hit with id {raw[:20]!r}; hit ids are numbers")
+        hit_id = _hit_id(request)
         padding = {
             name: _number(request, name, float, DEFAULT_PADDING_SECONDS, 0.0, MAX_PADDING_SECONDS)
             for name in ("before", "after")
         }
-        return _wav_response(request, wav_bytes(archive.moment(int(raw), **padding)))
+        return _wav_response(request, wav_bytes(archive.moment(hit_id, **padding)))
 
     def api_audio(request: Request) -> Response:
         """A stretch of a session recorded here, for another machine's play or clip:
@@ -260,6 +275,7 @@ def create_app(
         routes=[
             Route("/", page),
             Route("/api/search", api_search),
+            Route("/api/show/{hit_id}", api_show),
             Route("/api/clip/{hit_id}.wav", api_clip),
             Route("/api/audio/{session_key}.wav", api_audio),
         ],

@@ -203,6 +203,24 @@ def test_a_bad_query_is_a_400_with_one_line(meeting_url, query, message):
     assert message in body["error"] and "\n" not in body["error"]
 
 
+def test_show_gives_a_hits_utterance_with_its_neighbours(meeting_url):
+    [hit] = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))[1][
+        "hits"
+    ]
+    status, body = get_json(meeting_url + f"api/show/{hit['id']}")
+    assert status == 200 and body["id"] == hit["id"]
+    texts = [s["text"] for s in sentences(MEETING)]
+    assert [u["text"] for u in body["utterances"]] == texts[:4]  # the 2nd sentence, 2 either side
+    assert body["focus"] == 1 and body["utterances"][1]["id"] == hit["id"]
+    assert all(0 <= w["confidence"] <= 1 for w in body["utterances"][1]["words"])
+    status, body = get_json(meeting_url + f"api/show/{hit['id']}?around=0")
+    assert [u["text"] for u in body["utterances"]] == [hit["text"]] and body["focus"] == 0
+    assert get_json(meeting_url + f"api/show/{hit['id']}?around=99")[0] == 400
+    for unknown in ("999999", "abc"):
+        status, body = get_json(meeting_url + f"api/show/{unknown}")
+        assert status == 404 and body["error"].startswith("no hit with id")
+
+
 def test_clip_is_a_wav_of_the_utterance_and_its_padding(meeting_url):
     _, body = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))
     hit = body["hits"][0]
@@ -377,6 +395,28 @@ def test_page_finds_a_phrase_and_plays_its_moment(browser, meeting_url):
     duration = browser.execute_script("return document.querySelector('#results audio').duration")
     _, body = get_json(meeting_url + "api/search?q=" + SENTENCE["phrase"].replace(" ", "+"))
     assert duration == pytest.approx(clip_seconds(body["hits"][0]), abs=0.1)
+
+
+def test_page_shows_what_was_said_around_a_hit(browser, meeting_url):
+    from selenium.webdriver.common.by import By
+
+    search_in_page(browser, meeting_url, SENTENCE["phrase"])
+    wait_for(browser, "document.querySelector('#results .text')")
+    button = browser.find_element(By.CSS_SELECTOR, "#results .context")
+    button.click()
+    wait_for(browser, "document.querySelectorAll('#results .said').length == 3")
+    lines = browser.execute_script(
+        "return [...document.querySelectorAll('#results .said, #results .text')]"
+        ".map(p => [p.className, p.lastChild.textContent])"
+    )
+    texts = [s["text"] for s in sentences(MEETING)]
+    assert lines == [["said", texts[0]], ["text", SENTENCE["text"].split()[-1]]] + [
+        ["said", t] for t in texts[2:4]
+    ]
+    assert button.get_attribute("aria-expanded") == "true"
+    button.click()
+    wait_for(browser, "document.querySelectorAll('#results .said').length == 0")
+    assert button.get_attribute("aria-expanded") == "false"
 
 
 def test_page_searches_by_sound_and_shows_the_closest_when_nothing_is_close(browser, meeting_url):
