@@ -78,6 +78,7 @@ def shoot(url: str) -> None:
         browser.execute_script(
             "document.querySelectorAll('#timeline .dot')[1].dispatchEvent(new Event('click'))"
         )
+        browser.find_elements(By.CSS_SELECTOR, "#results .context")[1].click()  # its context
         time.sleep(1.2)
         browser.execute_script("document.querySelectorAll('audio').forEach(a => a.pause())")
         browser.execute_script("window.scrollTo(0, 0)")
