@@ -1,10 +1,10 @@
 """The archive: one data home's database and recordings, read side.
 
-``Archive(home)`` is what the CLI (and, later, the Python API and the web
-page) call to search, list sessions and fetch moments; the write side is
-the indexer process. A moment's audio is read from this machine's disk when
-it is here, else from its copy in object storage, else asked of the recorder
-that has it (see :mod:`pipeline.remote`, :mod:`pipeline.objectstore`).
+``Archive(home)`` is what the CLI, the Python API (``from pipeline import
+Archive``) and the web page call to search, list sessions and fetch moments;
+the write side is the indexer process. A moment's audio is read from this
+machine's disk when it is here, else from its copy in object storage, else
+asked of the recorder that has it (see :mod:`pipeline.remote`, :mod:`pipeline.objectstore`).
 """
 
 from __future__ import annotations
