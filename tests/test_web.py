@@ -419,6 +419,20 @@ def test_page_shows_what_was_said_around_a_hit(browser, meeting_url):
     assert button.get_attribute("aria-expanded") == "false"
 
 
+def test_page_lists_more_hits_when_asked(browser, meeting_url):
+    from selenium.webdriver.common.by import By
+
+    browser.get(meeting_url + "?q=to+the&limit=1")  # a page of one hit
+    wait_for(browser, "document.querySelectorAll('#results li').length == 1")
+    assert browser.find_element(By.ID, "status").text == "the newest 1 hit"
+    more = browser.find_element(By.ID, "more")
+    assert more.is_displayed()
+    more.click()
+    wait_for(browser, "document.querySelectorAll('#results li').length == 2")
+    assert browser.find_element(By.ID, "status").text == "2 hits"  # all there are
+    assert not more.is_displayed() and "limit=1" in browser.current_url
+
+
 def test_page_searches_by_sound_and_shows_the_closest_when_nothing_is_close(browser, meeting_url):
     from selenium.webdriver.common.by import By
 
