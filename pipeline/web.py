@@ -215,8 +215,6 @@ def create_app(
         query = request.query_params.get("q", "")
         limit = _number(request, "limit", int, DEFAULT_LIMIT, 1, MAX_LIMIT)
         fuzzy, fts, rank = (_flag(request, name) for name in ("fuzzy", "fts", "rank"))
-        if fuzzy and fts:
-            raise QueryError("fuzzy and fts do not combine; use one")
         filters = search_filters(request)
         hits = archive.search(query, limit=limit, fuzzy=fuzzy, fts=fts, rank=rank, **filters)
         found = {"query": query, "fuzzy": fuzzy, "rank": rank or fuzzy}

@@ -189,7 +189,7 @@ def test_search_takes_fts_syntax_and_orders_by_rank(meeting_url, meeting_home):
         ("q=to+the&since=someday", "since: 'someday' is not a time; give a date"),
         ("q=to+the&since=today&until=yesterday", "since 'today' is not before until"),
         ("q=to+the&source=radio", "must be one of file, system, mic"),
-        ("q=to+the+final&fuzzy=1&fts=1", "fuzzy and fts do not combine"),
+        ("q=to+the+final&fuzzy=1&fts=1", "--fuzzy and --fts do not combine; use one"),
         ("q=%22%22", "nothing to search for"),
         ("q=", "nothing to search for"),
         ("q=to+the&limit=0", "limit must be between 1 and 500"),
