@@ -145,6 +145,16 @@ def phrase_tsquery(words: list[str]) -> tuple[str, str | None]:
     return lookup, (" <-> ".join(_lexeme(w) for w in words) if len(words) > 2 else None)
 
 
+def fts_error(query: str, problem: str) -> QueryError:
+    """One line for an ``--fts`` query its parser refused: SQLite's (or PostgreSQL's
+    translator's) words for the problem, its end said as such, and where the syntax is."""
+    problem = problem.replace('near ""', "at the end of the query")
+    return QueryError(
+        f"--fts query {query[:60]!r}: {problem}; see "
+        "https://sqlite.org/fts5.html#full_text_query_syntax (or search without --fts)"
+    )
+
+
 class _Parser:
     """FTS5's query syntax, read into a tsquery, so ``--fts`` means the same on both
     databases: ``a b`` and ``a AND b``, ``a OR b``, ``a NOT b``, ``"a phrase"``,
@@ -167,7 +177,7 @@ class _Parser:
             m = self._TOKEN.match(query, at)
             if m is None or m.end() == at:
                 if query[at:].strip():
-                    raise self.error(f"unterminated string at {at + 1}")
+                    raise self.error("unterminated string")
                 break
             kind = m.lastgroup
             if kind is None:
@@ -177,10 +187,13 @@ class _Parser:
         self.at = 0
 
     def error(self, problem: str) -> QueryError:
-        return QueryError(
-            f"--fts query {self.query[:60]!r}: syntax error: {problem}; see "
-            "https://sqlite.org/fts5.html#full_text_query_syntax (or search without --fts)"
-        )
+        return fts_error(self.query, problem)
+
+    def syntax_error(self) -> QueryError:
+        """SQLite's words for a token that cannot come here (or a query that ends early),
+        so that a query is refused alike by both archives."""
+        item = self.peek()
+        return self.error(f'syntax error near "{item[1]}"' if item else 'syntax error near ""')
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.items[self.at] if self.at < len(self.items) else None
@@ -188,8 +201,7 @@ class _Parser:
     def take(self, kind: str) -> str:
         item = self.peek()
         if item is None or item[0] != kind:
-            where = f"near {item[1]!r}" if item else "at the end"
-            raise self.error(f"expected {kind} {where}")
+            raise self.syntax_error()
         self.at += 1
         return item[1]
 
@@ -199,10 +211,10 @@ class _Parser:
 
     def parse(self) -> str:
         if not self.items:
-            raise self.error("empty query")
+            raise self.syntax_error()
         out = self.or_()
         if self.peek() is not None:
-            raise self.error(f"unexpected {self.peek()[1]!r}")
+            raise self.syntax_error()
         return out
 
     def or_(self) -> str:
@@ -230,7 +242,7 @@ class _Parser:
     def primary(self) -> str:
         item = self.peek()
         if item is None:
-            raise self.error("a query ends where a word was expected")
+            raise self.syntax_error()
         kind, value, _ = item
         if kind == "open":
             self.at += 1
@@ -240,7 +252,7 @@ class _Parser:
         if kind == "word" and value == "NEAR" and self._next_is("open"):
             return self.near()
         if kind == "word" and value in ("AND", "OR", "NOT"):
-            raise self.error(f"{value} where a word was expected")
+            raise self.syntax_error()
         if kind == "word" and self._next_is("colon"):  # a column filter: there is one column
             if value.lower() != "text":
                 raise self.error(f"no such column: {value}")
@@ -263,7 +275,7 @@ class _Parser:
         if prefix:
             self.at += 1
         if not words:
-            raise self.error("a phrase with no words")
+            raise self.error("syntax error: a phrase with no words")
         return words, prefix
 
     def _string(self) -> list[str]:
@@ -274,7 +286,7 @@ class _Parser:
         if kind == "word":
             self.at += 1
             return tokens(value)
-        raise self.error(f"expected a word near {value!r}" if value else "a query ends early")
+        raise self.syntax_error()
 
     def phrase(self) -> str:
         words, prefix = self.phrase_words()

@@ -27,6 +27,7 @@ from .database import db_errors
 from .errors import QueryError
 from .fulltext import (
     check_length,
+    fts_error,
     phrase_match,
     phrase_words,
     tokens,
@@ -248,10 +249,7 @@ def _run(db: DbSession, sql, params: dict, fts: bool) -> list[int]:
         if found is None:
             raise
         problem = next(g for g in found.groups() if g)
-        raise QueryError(
-            f"--fts query {params['match'][:60]!r}: {problem}; see "
-            "https://sqlite.org/fts5.html#full_text_query_syntax (or search without --fts)"
-        ) from None
+        raise fts_error(params["match"], problem) from None
 
 
 def filter_sql(

@@ -182,12 +182,24 @@ def test_fts_syntax_when_asked_for(db):
     assert hit.words[hit.match[0] : hit.match[1]] == ("budgeting",)
 
 
-@pytest.mark.parametrize("query", ['"unbalanced', "budget AND", "NEAR(budget", "AND OR"])
-def test_an_fts_syntax_error_is_one_line_that_points_at_it(db, query):
+@pytest.mark.parametrize(
+    "query, where",
+    [
+        ('"unbalanced', "unterminated string"),
+        ("budget AND", "syntax error at the end of the query"),
+        ("NEAR(budget", "syntax error at the end of the query"),
+        ("AND OR", 'syntax error near "AND"'),
+        ("budget)", 'syntax error near ")"'),
+        ("speaker:budget", "no such column: speaker"),
+    ],
+)
+def test_an_fts_syntax_error_is_one_line_that_points_at_it(db, query, where):
     add_session(db, "a", T0, ["the budget review"])
-    with pytest.raises(QueryError, match="--fts query") as info:
+    with pytest.raises(QueryError) as info:
         search(db, query, fts=True)
-    assert "\n" not in str(info.value) and "syntax" in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f"--fts query {query!r}: {where}; see https://sqlite.org/")
+    assert "\n" not in message
 
 
 def test_filters_by_time_session_source_and_device(db):
