@@ -57,16 +57,28 @@ def word_tokens(word: str) -> tuple[str, ...]:
     return tuple(tokens(word))
 
 
-def check_length(query: str) -> None:
+# control characters other than whitespace, the lone surrogates that stand for bytes a
+# command line could not decode and the replacement character that a URL's stand for:
+# never typed, so the query is junk (a pasted binary)
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffd]")
+
+
+def check_query(query: str) -> None:
+    """QueryError unless the query is text a person could have typed, of a sane length."""
     if len(query) > MAX_QUERY_CHARS:
         raise QueryError(
             f"the query has {len(query)} characters; search for at most {MAX_QUERY_CHARS}"
+        )
+    if (junk := _NOT_TEXT.search(query)) is not None:
+        raise QueryError(
+            f"the query is not text: character {junk.start() + 1} is a control character "
+            "or an undecodable byte; type the words to search for"
         )
 
 
 def phrase_words(query: str) -> list[str]:
     """The tokens of a phrase the user typed; QueryError if nothing is searchable."""
-    check_length(query)
+    check_query(query)
     words = tokens(query)
     if not words:
         raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")

@@ -26,7 +26,7 @@ from . import indexes, schema
 from .database import db_errors
 from .errors import QueryError
 from .fulltext import (
-    check_length,
+    check_query,
     fts_error,
     phrase_match,
     phrase_words,
@@ -234,7 +234,7 @@ _FTS_ERROR = re.compile(
 
 def fts_query(query: str) -> str:
     """The user's FTS5 query, checked only for being searchable at all."""
-    check_length(query)
+    check_query(query)
     if not tokens(query):
         raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
     return query

@@ -269,7 +269,12 @@ def test_cli_search_context_show_and_filters(cli, meeting_home):
         (("search", "budget", "--until", "soonish"), "--until"),
         (("search", "budget", "--since", "today", "--until", "yesterday"), "is not before"),
         (("search", '"unbalanced', "--fts"), "--fts query"),
-        (("search", "\x00\x01\x02\x7f\udcff\udcfe"), "nothing to search for"),  # undecodable
+        (("search", "\x00\x01\x02\x7f\udcff\udcfe"), "the query is not text"),  # undecodable
+        # a pasted binary has letters too: still not a query, nor its echo a line to show
+        (("search", "budget\udca2\u03bb\udcf1}JRb\x1af"), "character 7 is a control"),
+        (("search", "budget\x00report", "--fuzzy"), "the query is not text"),
+        (("search", "budget AND \x1b[2J", "--fts"), "the query is not text"),
+        (("search", " \t "), "nothing to search for"),
         (("search", "the"), "a common word"),
         (("show", "999999"), "no hit with id"),
         # a mistyped session is named, not answered with "no match"

@@ -195,6 +195,8 @@ def test_search_takes_fts_syntax_and_orders_by_rank(meeting_url, meeting_home):
         ("q=to+the&limit=0", "limit must be between 1 and 500"),
         ("q=to+the&limit=many", "limit must be a number"),
         ("q=hi&fuzzy=1", "too short to search by sound"),
+        ("q=sales%00report", "the query is not text: character 6"),
+        ("q=sales%FF%FEreport", "the query is not text: character 6"),
     ],
 )
 def test_a_bad_query_is_a_400_with_one_line(meeting_url, query, message):
