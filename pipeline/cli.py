@@ -561,9 +561,12 @@ def record(
     if quiet:
         report = run()
     else:
-        with Live(state, console=out, refresh_per_second=4, transient=False):
-            report = run()
-        if not out.is_terminal:
+        with Live(state, console=out, refresh_per_second=4) as live:
+            try:
+                report = run()
+            finally:  # a panel of a recording that never began would say "REC" over its error
+                live.transient = not state.session
+        if not out.is_terminal and not live.transient:
             out.print()  # the last frame ends without a newline when not on a terminal
     for s in report.failed:
         _fail(s.message)

@@ -219,6 +219,7 @@ def test_no_sound_server_is_one_line(cli, home, tmp_path, monkeypatch):
     result = cli("record", "--home", home.root)
     assert result.exit_code == CaptureError.exit_code
     assert "no PulseAudio/PipeWire server" in result.stderr and result.stderr.count("\n") == 1
+    assert result.stdout == ""  # no "● REC" panel of a recording that never began
     assert not (home.recordings).exists() or not any(home.recordings.iterdir())
 
 
