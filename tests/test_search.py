@@ -331,3 +331,20 @@ def test_every_hit_points_into_the_segment_that_holds_it(meeting_home):
         assert begins + hit.segment_offset == pytest.approx(hit.start, abs=1e-3)
         crossed += not begins <= hit.utterance_start < begins + seconds
     assert crossed  # some hits lie in a later segment than their utterance's start
+
+
+def test_every_commands_help_shows_flags_as_flags(cli):
+    """A flag takes no value, so --help gives it none (typer 0.29 showed `--json <bool>`),
+    while an option that takes one names its kind."""
+    from pipeline.cli import app
+
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"search", "record", "export", "serve"} <= set(names)
+    for name in names:
+        shown = cli(name, "--help")
+        assert shown.exit_code == 0, (name, shown.output)
+        assert "<bool>" not in shown.stdout, (name, shown.stdout)
+    lines = cli("search", "--help").stdout.splitlines()
+    [json_line] = [line for line in lines if "--json" in line]
+    assert json_line.split("--json")[1].split()[:2] == ["Print", "JSON"]
+    assert any("--limit" in line and "<int>" in line for line in lines)
