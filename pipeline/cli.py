@@ -104,6 +104,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=True)
+WIDE_TERMINAL = 100  # columns from which a search's table also says where the audio is
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 HomeOption = Annotated[
@@ -733,11 +734,15 @@ def search(
     if not hits:
         err.print(_no_match(archive, phrase, fts=fts, fuzzy=fuzzy, min_score=min_score, **filters))
         return
+    # the segment file is for finding the audio by hand (`play ID` needs no file): on a
+    # narrow terminal its column would squeeze what was said into a few letters a line
+    wide = out.width >= WIDE_TERMINAL
     table = Table(header_style="bold")
     table.add_column("id", justify="right")
     table.add_column("when", no_wrap=True)
     table.add_column("session", justify="right")
-    table.add_column("where", overflow="fold")
+    if wide:
+        table.add_column("where", overflow="fold")
     table.add_column("text", ratio=1)
     if fuzzy:
         table.add_column("heard", ratio=1)
@@ -751,7 +756,8 @@ def search(
             where = f"{h.recorder}: {where}"
         text = _in_context(h, *around[h.id]) if h.id in around else _highlight(h)
         score = [" ".join(h.heard or ()), f"{h.score:.2f}"] if fuzzy else []
-        table.add_row(str(h.id), _local(h.at), str(h.session_id), where, text, *score)
+        cells = [str(h.id), _local(h.at), str(h.session_id), *([where] if wide else [])]
+        table.add_row(*cells, text, *score)
     out.print(table)
 
 

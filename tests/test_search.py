@@ -140,6 +140,20 @@ def test_cli_table_shows_id_time_session_where_and_text(cli, meeting_home):
     assert hit.at.astimezone().strftime("%H:%M:%S") in out
 
 
+def test_a_narrow_terminal_gives_what_was_said_the_room(cli, meeting_home):
+    """At 80 columns the segment file's column is left out, not the words squeezed."""
+    from pipeline import cli as module
+
+    module.out.width = 80
+    result = cli("search", "sales report", "--fuzzy", "--home", meeting_home.root)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "when" in line)
+    assert "where" not in header and "text" in header and "score" in header
+    assert ".wav @" not in result.stdout
+    first = next(line for line in result.stdout.splitlines() if "please send" in line)
+    assert "please send the" in first  # a text column wide enough for three words a line
+
+
 def test_cli_json_is_one_document_with_iso_times(cli, meeting_home):
     result = cli("search", "Budget meeting", "--json", "--limit", "5", "--home", meeting_home.root)
     assert result.exit_code == 0, result.output
