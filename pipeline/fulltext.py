@@ -76,20 +76,27 @@ def check_query(query: str) -> None:
         )
 
 
-def phrase_words(query: str) -> list[str]:
-    """The tokens of a phrase the user typed; QueryError if nothing is searchable."""
+def query_words(query: str) -> list[str]:
+    """The tokens of what the user typed; QueryError unless there are some, and not too many."""
     check_query(query)
     words = tokens(query)
     if not words:
         raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
+    if len(words) > MAX_QUERY_WORDS:
+        raise QueryError(
+            f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
+        )
+    return words
+
+
+def phrase_words(query: str) -> list[str]:
+    """The tokens of a phrase the user typed; QueryError if nothing is searchable (a common
+    word alone is in nearly every utterance)."""
+    words = query_words(query)
     if len(words) == 1 and words[0] in STOP_WORDS:
         raise QueryError(
             f"{query[:40]!r} is a common word, in nearly every utterance; "
             "search for a phrase with it, or add a rarer word"
-        )
-    if len(words) > MAX_QUERY_WORDS:
-        raise QueryError(
-            f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
         )
     return words
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session as DbSession
 from . import indexes, lattice, phonetic, schema, soundalike
 from .database import db_errors
 from .errors import QueryError
-from .fulltext import MAX_QUERY_WORDS, check_query, tokens
+from .fulltext import query_words
 from .search import Filters, Found, Hit, filter_sql, hit_at, load_hits, typed_binds, words_of
 
 FUZZY_MIN_SCORE = 0.70  # rejects 90 % of phrases never said in bench/tune_fuzzy.py
@@ -333,15 +333,7 @@ def _utc(at) -> datetime:
 
 def _query_phonemes(query: str) -> list[str]:
     """The phrase's phonemes; QueryError if it has too little sound to search by."""
-    check_query(query)
-    words = tokens(query)
-    if not words:
-        raise QueryError(f"nothing to search for in {query[:40]!r}; type some words")
-    if len(words) > MAX_QUERY_WORDS:
-        raise QueryError(
-            f"the query has {len(words)} words; search for a phrase of at most {MAX_QUERY_WORDS}"
-        )
-    phones = phonetic.phonemes(words)
+    phones = phonetic.phonemes(query_words(query))
     if len(phones) < FUZZY_MIN_PHONEMES:
         raise QueryError(f"{query[:40]!r} is too short to search by sound; give two or three words")
     return phones
