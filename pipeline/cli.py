@@ -372,8 +372,7 @@ def ingest(
             _fail(event.message)
         elif isinstance(event, SessionIndexed):
             out.print(
-                f"indexed [bold]{event.source}[/]: {_duration(event.seconds)}, "
-                f"{event.utterances} utterances, {event.words} words (session {event.session_id})"
+                f"indexed [bold]{event.source}[/]: {_duration(event.seconds)}, {_tally(event)}"
             )
         warn(event)
 
@@ -487,6 +486,12 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def _tally(s: SessionIndexed) -> str:
+    """What a session gave, as `ingest` and `record` end each one's line."""
+    said = f"{_count(s.utterances, 'utterance')}, {_count(s.words, 'word')}"
+    return f"{said} (session {s.session_id})"
+
+
 def _jobs(option: int | None) -> int:
     if option is not None and option < 1:
         raise ConfigError(f"--jobs must be at least 1 (got {option})")
@@ -574,10 +579,7 @@ def record(
     _check_spool(report, h)
     if not quiet:
         for s in report.indexed:
-            out.print(
-                f"recorded {_duration(s.seconds)} from {s.source}: {s.utterances} "
-                f"utterances, {s.words} words (session {s.session_id})"
-            )
+            out.print(f"recorded {_duration(s.seconds)} from {s.source}: {_tally(s)}")
     if report.failed:
         raise typer.Exit(CaptureError.exit_code)
 

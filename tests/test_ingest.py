@@ -133,7 +133,7 @@ def test_cli_ingest_prints_one_line_per_file(cli, home):
     result = cli("ingest", SHORT, "--home", home.root)
     assert result.exit_code == 0, result.output
     assert "indexed" in result.stdout and "short.wav" in result.stdout
-    assert "words (session 1)" in result.stdout
+    assert "1 utterance, 9 words (session 1)" in result.stdout  # short.wav: one sentence
 
 
 # --- several files at once ---------------------------------------------------------
