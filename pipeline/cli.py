@@ -56,7 +56,7 @@ from .export import check_format, render, write_text
 from .fuzzy import FUZZY_MIN_SCORE
 from .index import default_recorder
 from .ingestview import CopyProgress, IngestProgress, ReindexProgress
-from .liveview import LiveState
+from .liveview import LiveState, counted
 from .lock import hold
 from .logs import setup_cli
 from .messages import ArchiveState, SegmentCompacted, SessionIndexed, SourceFailed
@@ -333,7 +333,8 @@ def _check_spool(report, home: Home) -> None:
     state = report.archive
     if state is not None and state.waiting:
         raise ArchiveUnreachableError(
-            f"{_batches(state.waiting)} of index writes wait in {home.root / SPOOL_NAME}: "
+            f"{counted(state.waiting, 'batch', 'batches')} of index writes wait in "
+            f"{home.root / SPOOL_NAME}: "
             f"{' '.join(state.reason.split())}; the next run writes them, or "
             "`pipeline db flush` once the archive is back"
         )
@@ -455,7 +456,7 @@ def reindex(
             shown[0].bar.stop()
     if work.jobs:
         out.print(
-            f"reindexed {_count(len(work.jobs), 'session')} ({_duration(work.seconds)}) with "
+            f"reindexed {counted(len(work.jobs), 'session')} ({_duration(work.seconds)}) with "
             f"[bold]{spec.label}[/]; search shows these words now "
             "(`search --model` asks for an older transcript)"
         )
@@ -473,22 +474,14 @@ def _show_plan(work: Plan) -> None:
         err.print(f"nothing to reindex with {work.engine}")
     else:
         err.print(
-            f"{_count(len(work.jobs), 'session')}, {_duration(work.seconds)} of audio to recognize "
-            f"with {work.engine}"
+            f"{counted(len(work.jobs), 'session')}, {_duration(work.seconds)} of audio to "
+            f"recognize with {work.engine}"
         )
-
-
-def _batches(n: int) -> str:
-    return f"{n} batch" if n == 1 else f"{n} batches"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _tally(s: SessionIndexed) -> str:
     """What a session gave, as `ingest` and `record` end each one's line."""
-    said = f"{_count(s.utterances, 'utterance')}, {_count(s.words, 'word')}"
+    said = f"{counted(s.utterances, 'utterance')}, {counted(s.words, 'word')}"
     return f"{said} (session {s.session_id})"
 
 
@@ -960,7 +953,7 @@ def export_command(
     path = write_text(output, text)
     lines = sum(len(s.lines) for s in found)
     out.print(
-        f"wrote {path} ({_count(lines, 'utterance')} of {_count(len(found), 'session')})",
+        f"wrote {path} ({counted(lines, 'utterance')} of {counted(len(found), 'session')})",
         markup=False,
     )
 
@@ -1011,7 +1004,7 @@ def supercut_command(
     for s in cut.skipped:
         err.print(f"skipped hit {s.hit}: {s.reason}", markup=False)
     out.print(
-        f"wrote {cut.path} ({_count(len(cut.clips), 'clip')}, {_duration(cut.seconds)})"
+        f"wrote {cut.path} ({counted(len(cut.clips), 'clip')}, {_duration(cut.seconds)})"
         + (f" and {listing}" if listing is not None else ""),
         markup=False,
     )
@@ -1328,7 +1321,7 @@ def db_flush(home: HomeOption = None, db: DbOption = None) -> None:
 
     written, _ = flush(_home(home, db))
     out.print(
-        f"wrote {_batches(written)} of spooled index writes into the archive"
+        f"wrote {counted(written, 'batch', 'batches')} of spooled index writes into the archive"
         if written
         else "the spool is empty: everything is in the archive",
         markup=False,
@@ -1364,8 +1357,8 @@ def db_copy(
     with CopyProgress(err) as bar:
         done = copy_archive(*engines, recorder=recorder or default_recorder(), progress=bar.update)
     out.print(
-        f"copied {_count(done.sessions, 'session')} ({_count(done.utterances, 'utterance')}, "
-        f"{_count(done.words, 'word')}) from {where(engines[0])} to {where(engines[1])}"
+        f"copied {counted(done.sessions, 'session')} ({counted(done.utterances, 'utterance')}, "
+        f"{counted(done.words, 'word')}) from {where(engines[0])} to {where(engines[1])}"
         + (f"; {done.skipped} already there" if done.skipped else ""),
         markup=False,
     )

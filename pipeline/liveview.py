@@ -151,6 +151,11 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` of a noun as said: "1 batch", "2 batches", "12,040 words"."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _size(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":

@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .liveview import _size
+from .liveview import _size, counted
 from .status import Status
 
 MAX_GAPS_SHOWN = 20
@@ -28,14 +28,17 @@ def render_status(st: Status) -> Group:
         grid.add_row(
             "spool",
             Text(
-                f"{st.spool_waiting} batches of index writes wait here for the archive{since}",
+                f"{counted(st.spool_waiting, 'batch', 'batches')} of index writes wait here "
+                f"for the archive{since}",
                 style="yellow",
             ),
         )
     grid.add_row("recorder", _recorder(st))
-    grid.add_row("today", f"{st.hours_today:.2f} h recorded, {st.words_today:,} words")
+    grid.add_row("today", f"{st.hours_today:.2f} h recorded, {counted(st.words_today, 'word')}")
     grid.add_row(
-        "total", f"{st.sessions} sessions, {st.hours_total:.2f} h, {st.words_total:,} words"
+        "total",
+        f"{counted(st.sessions, 'session')}, {st.hours_total:.2f} h, "
+        f"{counted(st.words_total, 'word')}",
     )
     budget = f" of {_size(st.disk_budget_bytes)}" if st.disk_budget_bytes else " (no budget)"
     grid.add_row(
@@ -97,7 +100,7 @@ def _recorder(st: Status) -> Text:
         return Text(
             f"recording, pid {r['pid']} since {since} ({', '.join(r['sources'])}: "
             f"{r.get('device') or '…'}), recognizer lag {r['lag_seconds']:.1f} s, "
-            f"{r['words']:,} words this run, {r['restarts']} restarts",
+            f"{counted(r['words'], 'word')} this run, {counted(r['restarts'], 'restart')}",
             style="green",
         )
     if st.unclean_stop_pid:

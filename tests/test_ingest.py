@@ -134,6 +134,8 @@ def test_cli_ingest_prints_one_line_per_file(cli, home):
     assert result.exit_code == 0, result.output
     assert "indexed" in result.stdout and "short.wav" in result.stdout
     assert "1 utterance, 9 words (session 1)" in result.stdout  # short.wav: one sentence
+    status = cli("status", "--home", home.root).stdout
+    assert "1 session, 0.00 h, 9 words" in status  # counted as said, here too
 
 
 # --- several files at once ---------------------------------------------------------
