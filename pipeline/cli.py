@@ -47,7 +47,6 @@ from .errors import (
     CaptureError,
     ConfigError,
     Interrupted,
-    ModelError,
     PartialFailure,
     PipelineError,
 )
@@ -1138,7 +1137,11 @@ def models_list(
 ) -> None:
     """Installed and available models (the catalog is cached: this works offline)."""
     h = _home(home)
-    rows = models.listing(h, models.fetch_catalog(h, _settings().get("catalog_url")))
+    catalog = models.fetch_catalog(h, _settings().get("catalog_url"))
+    if catalog.unreachable is not None:
+        shown = "the catalog as last fetched" if catalog.models else "installed models only"
+        err.print(f"note: {catalog.unreachable}; showing {shown}", markup=False)
+    rows = models.listing(h, catalog.models)
     if lang:
         rows = [m for m in rows if models.matches_language(m.lang, lang.lower())]
     used = _in_use()
@@ -1172,10 +1175,7 @@ def models_download(name: str, home: HomeOption = None) -> None:
     )
 
     h = _home(home)
-    catalog = models.fetch_catalog(h, _settings().get("catalog_url"))
-    model = next((m for m in catalog if m.name == name), None)
-    if model is None:
-        raise ModelError(f"{name!r} is not in the model catalog; see `pipeline models list`")
+    model = models.fetch_catalog(h, _settings().get("catalog_url")).find(name)
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(name, total=model.size or None)

@@ -55,7 +55,28 @@ def models_dir(home: Home) -> Path:
 # --- the catalog ----------------------------------------------------------------------
 
 
-def fetch_catalog(home: Home, url: str = DEFAULT_CATALOG_URL) -> list[Model]:
+@dataclass(frozen=True)
+class Catalog:
+    """The models a catalog offers, and why its URL did not answer if it did not (then
+    they are the catalog as last fetched, or none), so that the user hears of it."""
+
+    models: list[Model]
+    unreachable: str | None = None
+
+    def find(self, name: str) -> Model:
+        """The catalog's model of that name; ModelError naming the likelier cause if none."""
+        model = next((m for m in self.models if m.name == name), None)
+        if model is not None:
+            return model
+        if self.unreachable is not None:
+            raise ModelError(
+                f"cannot look up {name!r}: {self.unreachable}; "
+                "connect to the internet (or set catalog_url) and run it again"
+            )
+        raise ModelError(f"{name!r} is not in the model catalog; see `pipeline models list`")
+
+
+def fetch_catalog(home: Home, url: str = DEFAULT_CATALOG_URL) -> Catalog:
     """The catalog from ``url``, cached; offline, the cache (or just what is installed)."""
     cache = models_dir(home) / CATALOG_CACHE
     try:
@@ -66,9 +87,10 @@ def fetch_catalog(home: Home, url: str = DEFAULT_CATALOG_URL) -> list[Model]:
         tmp = cache.with_suffix(".tmp")
         tmp.write_bytes(raw)
         os.replace(tmp, cache)
-    except (urllib.error.URLError, OSError, ValueError):
-        return cached_catalog(home)
-    return _models(entries)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        why = getattr(exc, "reason", None) or exc
+        return Catalog(cached_catalog(home), f"the catalog at {url} is out of reach ({why})")
+    return Catalog(_models(entries))
 
 
 def cached_catalog(home: Home) -> list[Model]:

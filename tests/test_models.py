@@ -146,9 +146,26 @@ def test_list_shows_the_bundled_model_and_the_catalog_and_works_offline(
     rows = {m["name"]: m for m in json.loads(result.stdout)}
     assert rows["pocketsphinx-en-us"]["installed"] and rows["pocketsphinx-en-us"]["in_use"]
     assert rows[NAME]["lang"] == "ko" and not rows[NAME]["installed"]
-    server.shutdown()  # offline: the cached catalog answers
-    again = {m["name"] for m in json.loads(cli("models", "list", "--home", home, "--json").stdout)}
-    assert again == set(rows)
+    assert result.stderr == ""
+    server.shutdown()  # offline: the cached catalog answers, and the user hears why
+    server.server_close()
+    offline = cli("models", "list", "--home", home, "--json")
+    assert offline.exit_code == 0
+    assert {m["name"] for m in json.loads(offline.stdout)} == set(rows)
+    assert offline.stderr.startswith(f"note: the catalog at {server.url}/catalog.json is out of")
+    assert offline.stderr.endswith("; showing the catalog as last fetched\n")
+    never = cli("models", "list", "--home", tmp_path / "new", "--json")  # nothing cached
+    assert [m["name"] for m in json.loads(never.stdout)] == ["pocketsphinx-en-us"]
+    assert "is out of reach (" in never.stderr
+    assert never.stderr.endswith("; showing installed models only\n")
+
+
+def test_a_model_is_not_called_missing_from_a_catalog_out_of_reach(cli, tmp_path, config):
+    config.write_text('catalog_url = "http://127.0.0.1:9/catalog.json"\n')  # nothing listens
+    result = cli("models", "download", NAME, "--home", tmp_path / "home")
+    assert result.exit_code == ModelError.exit_code
+    assert result.stderr.startswith(f"error: cannot look up {NAME!r}: the catalog at ")
+    assert "connect to the internet" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_download_verify_install_use_and_recognize(cli, tmp_path, server, config):
