@@ -103,8 +103,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=True)
-WIDE_TERMINAL = 100  # columns from which a search's table also says where the audio is
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+WIDE_TERMINAL = 100  # columns from which a search's table also says where the audio is
 
 HomeOption = Annotated[
     Path | None,

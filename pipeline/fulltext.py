@@ -58,7 +58,7 @@ def word_tokens(word: str) -> tuple[str, ...]:
 
 
 # control characters other than whitespace, the lone surrogates that stand for bytes a
-# command line could not decode and the replacement character that a URL's stand for:
+# command line could not decode, and the replacement character that stands for a URL's:
 # never typed, so the query is junk (a pasted binary)
 _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffd]")
 
