@@ -1059,7 +1059,15 @@ def _duration(seconds: float) -> str:
 @app.callback()
 def _options(
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr (-vv: debug).")
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            metavar="",  # a count takes no value: -v, -vv (typer would show <int>)
+            show_default=False,
+            help="More detail on stderr (-vv: debug).",
+        ),
     ] = 0,
     config: Annotated[
         Path | None,
