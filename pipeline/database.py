@@ -18,6 +18,7 @@ a server that cannot be reached, or refuses the login, is an
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from .config import Home, shown_url
 from .errors import ArchiveUnreachableError, DatabaseLockedError, IndexerError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # Alembic is imported where it is used: half a second no child needs
     from alembic.config import Config
@@ -120,8 +123,14 @@ def migrate(engine: Engine) -> None:
 
     cfg = _alembic_config(engine)
     script = ScriptDirectory.from_config(cfg)
-    if _known(engine, script, current_revision(engine)) == script.get_current_head():
+    found = _known(engine, script, current_revision(engine))
+    if found == script.get_current_head():
         return
+    head = script.get_current_head()
+    if found is None:
+        log.info("creating the schema of %s (revision %s)", where(engine), head)
+    else:
+        log.info("upgrading the schema of %s from revision %s to %s", where(engine), found, head)
     if engine.dialect.name == "postgresql":  # in one transaction, even from a reader
         engine = engine.execution_options(isolation_level="READ COMMITTED")
     with db_errors(engine), engine.begin() as conn:

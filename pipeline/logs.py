@@ -23,6 +23,10 @@ def setup_cli(verbose: int) -> None:
     """stderr gets warnings, or with -v info and with -vv debug."""
     level = logging.WARNING if not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # Alembic says at INFO how it sets itself up on every command (a dozen lines of plugins
+    # and DDL modes): debugging detail, not what -v asks for (database.migrate says when
+    # it upgrades a schema)
+    logging.getLogger("alembic").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
 
 
 def file_handler(home: Home) -> logging.Handler:

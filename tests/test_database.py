@@ -273,3 +273,37 @@ def test_migrations_run_from_an_installed_wheel(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == head()
     assert tables(tmp_path / "home" / "db" / "pipeline.db") >= TABLES
+
+
+def test_verbose_says_when_the_schema_changes_without_alembics_chatter(tmp_path):
+    """-v shows what pipeline does (creating or upgrading a schema), not the dozen lines
+    Alembic logs at INFO about setting itself up on every command; -vv shows those."""
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *args, "--home", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    created = run("-v", "db", "upgrade")
+    assert created.splitlines() == [
+        f"INFO pipeline.database: creating the schema of {tmp_path / 'db' / 'pipeline.db'} "
+        f"(revision {head()})"
+    ]
+    assert run("-v", "db", "upgrade") == ""  # nothing to do, nothing said
+    db = database.create_engine(f"sqlite:///{tmp_path / 'db' / 'pipeline.db'}")
+    cfg = _alembic_config(db)
+    with db.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    db.dispose()
+    upgraded = run("-v", "db", "upgrade")
+    assert upgraded.splitlines() == [
+        f"INFO pipeline.database: upgrading the schema of {tmp_path / 'db' / 'pipeline.db'} "
+        f"from revision 0009 to {head()}"
+    ]
+    assert "alembic.runtime" in run("-vv", "sessions")
