@@ -236,7 +236,8 @@ def _translate(exc: Exception, where: str | None) -> IndexerError:
         return IndexerError(f"the disk holding {where} is full; free space and run again")
     if "not a database" in text or "malformed" in text:
         return IndexerError(
-            f"{where} is not a pipeline database or is damaged; move it aside or pass --home"
+            f"{where} is not a pipeline database or is damaged; move it aside, and "
+            "`pipeline repair` indexes the recordings again (or pass another --home)"
         )
     if "unable to open" in text:
         return IndexerError(

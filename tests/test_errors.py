@@ -135,6 +135,22 @@ def test_a_file_that_is_not_a_database_is_one_line(cli, home):
     assert_one_line(result, errors.IndexerError.exit_code, "not a pipeline database")
 
 
+def test_a_damaged_database_is_rebuilt_as_its_error_says(cli, home):
+    """The advice works: moved aside, `repair` gives back every word from the recordings."""
+    ingest([SHORT], home)
+    con = sqlite3.connect(home.db_path)
+    con.execute("PRAGMA journal_mode = DELETE")  # one file, no WAL beside it
+    con.close()
+    with home.db_path.open("r+b") as f:  # a disk error: the schema pages are zeros
+        f.write(b"\0" * 8192)
+    result = cli("search", "train to london", "--home", home.root)
+    assert_one_line(result, errors.IndexerError.exit_code, "move it aside, and `pipeline repair`")
+    home.db_path.rename(home.db_path.with_suffix(".damaged"))
+    assert cli("repair", "--home", home.root).exit_code == 0
+    [hit] = Archive(home).search("train to london")
+    assert hit.text == "the next train to london leaves at noon today"
+
+
 def test_a_home_that_is_a_file_is_one_line(cli, tmp_path):
     (tmp_path / "file").write_text("x")
     result = cli("search", "anything", "--home", tmp_path / "file")
