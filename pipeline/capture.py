@@ -7,7 +7,10 @@ under ``recordings/<session>/`` (``*.wav.part`` while open, renamed when
 closed, the file name carrying the segment's UTC start), and publishes each
 block on the audio queue with its session-absolute offset. Live sessions
 rotate segments on wall-clock boundaries (a 300 s segment starts at :00,
-:05, …), so a segment's name says where it sits in the day.
+:05, …), so a segment's name says where it sits in the day. Beside them,
+``session.json`` says what the session is (its source, device, format and
+the time of its first frame), so that ``pipeline repair`` can give it back
+whole if the database never heard of it or was lost.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
 import logging
 import os
 import queue
@@ -66,6 +70,33 @@ def session_key(started_at: datetime) -> str:
 
 def segment_name(started_at: datetime) -> str:
     return f"{started_at:%Y%m%dT%H%M%S}.{started_at.microsecond // 1000:03d}Z.wav"
+
+
+SESSION_FILE = "session.json"  # in the session's folder, beside its segments
+
+
+def write_session_file(folder: Path, session: SessionStarted) -> None:
+    """What the session is, beside its audio (written once, whole or not at all)."""
+    path = folder / SESSION_FILE
+    if path.exists():
+        return
+    doc = {**session.__dict__, "started_at": session.started_at.isoformat()}
+    tmp = path.with_name(path.name + PART_SUFFIX)
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_session_file(folder: Path) -> SessionStarted | None:
+    """The session a folder's ``session.json`` describes; None if it has none or it is
+    not one (from before there were such files, or damaged: the caller guesses)."""
+    try:
+        doc = json.loads((folder / SESSION_FILE).read_text(encoding="utf-8"))
+        session = SessionStarted(**{**doc, "started_at": datetime.fromisoformat(doc["started_at"])})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if session.key != folder.name or session.started_at.tzinfo is None:
+        return None
+    return session
 
 
 class SegmentWriter:
@@ -210,6 +241,7 @@ class SegmentWriter:
         self._end = ((offset + self._phase) // s + 1) * s - self._phase
         self._path = self.folder / (segment_name(self._started_at(offset)) + PART_SUFFIX)
         try:
+            write_session_file(self.folder, self.session)
             self._file = sf.SoundFile(
                 self._path,
                 "w",

@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
 from . import schema
-from .capture import CHUNK_SECONDS, PART_SUFFIX, fix_wav_header
+from .capture import CHUNK_SECONDS, PART_SUFFIX, fix_wav_header, read_session_file
 from .compact import COMPACTING_SUFFIX
 from .config import Home
 from .database import db_errors, open_archive
@@ -177,17 +177,37 @@ def _info(path: Path):
 
 
 def _new_session(folder: Path, first: Path, db: DbSession, act):
-    info = _info(first)
-    session = schema.Session(
-        key=folder.name,
-        source_kind="unknown",
-        source="(recovered by pipeline repair)",
-        started_at=_segment_start(first),
-        rate=info.samplerate,
-        channels=info.channels,
-        status="recording",
+    """A session the database does not know, as its ``session.json`` describes it (a folder
+    from before there were such files: its first segment's time and format, source unknown)."""
+    said = read_session_file(folder)
+    if said is not None:
+        session = schema.Session(
+            key=said.key,
+            source_kind=said.source_kind,
+            source=said.source,
+            started_at=said.started_at,
+            rate=said.rate,
+            channels=said.channels,
+            status="recording",
+        )
+    else:
+        info = _info(first)
+        session = schema.Session(
+            key=folder.name,
+            source_kind="unknown",
+            source="(recovered by pipeline repair)",
+            started_at=_segment_start(first),
+            rate=info.samplerate,
+            channels=info.channels,
+            status="recording",
+        )
+    act(
+        Action(
+            "add-session",
+            folder.name,
+            f"found on disk, started {session.started_at}, source {session.source}",
+        )
     )
-    act(Action("add-session", folder.name, f"found on disk, started {session.started_at}"))
     db.add(session)
     db.flush()
     return session
@@ -196,7 +216,9 @@ def _new_session(folder: Path, first: Path, db: DbSession, act):
 def _add_segment(home: Home, f: Path, session, db: DbSession, act) -> None:
     info = _info(f)
     started = _segment_start(f)
-    offset = round((started - session.started_at).total_seconds() * session.rate)
+    # a file's name keeps whole milliseconds, so the first one's time can be a fraction
+    # of one before the session's exact start (from session.json): that is frame 0
+    offset = max(0, round((started - session.started_at).total_seconds() * session.rate))
     before = [s for s in session.segments if s.offset <= offset]
     if before:  # contiguous with the segment before it: place it exactly
         prev = max(before, key=lambda s: s.offset)

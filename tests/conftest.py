@@ -29,6 +29,14 @@ def sentences(wav: Path) -> list[dict]:
     return json.loads(wav.with_suffix(".json").read_text())["sentences"]
 
 
+def segment_files(folder: Path) -> list[Path]:
+    """A session folder's audio files in time order (any left ``.part`` too), without its
+    ``session.json``."""
+    from pipeline.capture import SESSION_FILE
+
+    return sorted(f for f in folder.iterdir() if f.name != SESSION_FILE)
+
+
 def archive_at(home: Home, revision: str):
     """An engine on a database the real migrations brought only to ``revision``: an
     archive written by an older pipeline."""

@@ -15,6 +15,7 @@ from pipeline.repair import repair
 from pipeline.supervisor import ingest
 
 from .conftest import MEETING, MEETING_FLAC, sentences
+from .conftest import segment_files as in_folder
 
 
 def ingested(tmp_path: Path, source: Path = MEETING, **options) -> Home:
@@ -25,7 +26,7 @@ def ingested(tmp_path: Path, source: Path = MEETING, **options) -> Home:
 
 
 def segment_files(home: Home) -> list[Path]:
-    return sorted(f for f in home.recordings.glob("*/*") if f.is_file())
+    return [f for folder in sorted(home.recordings.iterdir()) for f in in_folder(folder)]
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

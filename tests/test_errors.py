@@ -136,8 +136,12 @@ def test_a_file_that_is_not_a_database_is_one_line(cli, home):
 
 
 def test_a_damaged_database_is_rebuilt_as_its_error_says(cli, home):
-    """The advice works: moved aside, `repair` gives back every word from the recordings."""
+    """The advice works: moved aside, `repair` gives back every word from the recordings,
+    and each session what it was (its source, and the time of its first frame)."""
     ingest([SHORT], home)
+    archive = Archive(home)
+    [before] = archive.sessions()
+    archive.engine.dispose()  # its connections closed, so the file can leave WAL mode
     con = sqlite3.connect(home.db_path)
     con.execute("PRAGMA journal_mode = DELETE")  # one file, no WAL beside it
     con.close()
@@ -147,8 +151,11 @@ def test_a_damaged_database_is_rebuilt_as_its_error_says(cli, home):
     assert_one_line(result, errors.IndexerError.exit_code, "move it aside, and `pipeline repair`")
     home.db_path.rename(home.db_path.with_suffix(".damaged"))
     assert cli("repair", "--home", home.root).exit_code == 0
-    [hit] = Archive(home).search("train to london")
+    [hit] = Archive(home).search("train to london", source="file", device="short.wav")
     assert hit.text == "the next train to london leaves at noon today"
+    [after] = Archive(home).sessions()
+    assert (after.key, after.source_kind, after.source) == (before.key, "file", str(SHORT))
+    assert (after.started_at, after.seconds) == (before.started_at, before.seconds)
 
 
 def test_a_home_that_is_a_file_is_one_line(cli, tmp_path):

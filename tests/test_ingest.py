@@ -14,7 +14,7 @@ from pipeline.archive import Archive
 from pipeline.messages import Indexed, SessionIndexed, SourceFailed
 from pipeline.supervisor import ingest
 
-from .conftest import BAD, MEETING, MEETING_FLAC, SHORT, sentences
+from .conftest import BAD, MEETING, MEETING_FLAC, SHORT, segment_files, sentences
 
 
 def test_every_spoken_phrase_is_found_at_the_right_offset(meeting_home):
@@ -35,7 +35,7 @@ def test_segments_rotate_and_cover_the_whole_file(meeting_home):
     assert session.status == "complete"
     assert round(session.seconds * info.samplerate) == info.frames
     folder = meeting_home.recordings / session.key
-    files = sorted(folder.iterdir())
+    files = segment_files(folder)
     assert [f.suffix for f in files] == [".wav"] * 5  # 43 s in 10 s segments, no .part left
     assert files[0].name.endswith("Z.wav") and files[0].name.startswith(session.key[:8])
     lengths = [sf.info(str(f)).frames for f in files]
@@ -52,7 +52,7 @@ def test_segments_rotate_and_cover_the_whole_file(meeting_home):
 
 def test_the_segments_hold_exactly_the_source_audio(meeting_home):
     session = Archive(meeting_home).sessions()[0]
-    files = sorted((meeting_home.recordings / session.key).iterdir())
+    files = segment_files(meeting_home.recordings / session.key)
     joined = [x for f in files for x in sf.read(str(f), dtype="int16")[0]]
     original, _ = sf.read(str(MEETING), dtype="int16")
     assert joined == list(original)

@@ -21,7 +21,7 @@ from pipeline.errors import CaptureError, ConfigError
 from pipeline.liveview import LiveState
 from pipeline.messages import Indexed, Level, Partial, SessionEvent
 
-from .conftest import SHORT, sentences
+from .conftest import SHORT, segment_files, sentences
 
 SHORT_START = sentences(SHORT)[0]["start"]
 
@@ -102,7 +102,7 @@ def test_a_silence_in_the_middle_keeps_the_timeline_true(pulse, tmp_path):
     for hit, began in zip(hits, (first, second), strict=True):
         assert heard_when_played(hit, began)
     [session] = Archive(tmp_path).sessions()
-    files = sorted((tmp_path / "recordings" / session.key).iterdir())
+    files = segment_files(tmp_path / "recordings" / session.key)
     assert sum(sf.info(str(f)).frames for f in files) == round(20 * session.rate)
     # (a record stream's first audio may come a second late: a gap at 0 s is fine too)
     [gap] = [e for e in events(tmp_path) if e[0] == "gap" and e[2] > 2.0]
@@ -141,7 +141,7 @@ def test_a_signal_stops_cleanly_and_keeps_everything(pulse, tmp_path, sig):
     assert Archive(tmp_path).search("train to london")
     [session] = Archive(tmp_path).sessions()
     assert session.status == "complete"
-    files = list((tmp_path / "recordings" / session.key).iterdir())
+    files = segment_files(tmp_path / "recordings" / session.key)
     assert files and all(f.suffix == ".wav" for f in files)  # the open segment was closed
     assert sum(sf.info(str(f)).frames for f in files) == round(session.seconds * session.rate)
 
@@ -171,7 +171,7 @@ def test_system_and_mic_are_two_channels_of_one_session(pulse, tmp_path):
     for hit, began in zip(hits, (system, mic), strict=True):
         assert heard_when_played(hit, began)
     # (the session may straddle a wall-clock rotation boundary: read every segment in order)
-    segments = sorted((tmp_path / "recordings" / session.key).iterdir())
+    segments = segment_files(tmp_path / "recordings" / session.key)
     data = np.concatenate([sf.read(str(s), dtype="int16")[0] for s in segments])
     rate = session.rate
     loud = abs(data) > 1000

@@ -128,6 +128,8 @@ def test_a_part_file_whose_header_is_behind_is_fixed(home):
     restored, _ = sf.read(str(final), dtype="int16")
     assert np.array_equal(restored, data)
     assert Archive(home).search("train to london")
+    [session] = Archive(home).sessions()  # a folder without session.json: its source unknown
+    assert (session.source_kind, session.source) == ("unknown", "(recovered by pipeline repair)")
 
 
 def test_audio_from_another_home_is_adopted(home, tmp_path):
@@ -138,8 +140,11 @@ def test_audio_from_another_home_is_adopted(home, tmp_path):
     shutil.copytree(other.recordings, home.recordings, dirs_exist_ok=True)
     actions = repair(home)
     assert [a.kind for a in actions] == ["add-session", "add-segment", "recognize"]
-    [session] = Archive(home).sessions()
-    assert session.source_kind == "unknown" and session.status == "complete"
+    [theirs], [session] = Archive(other).sessions(), Archive(home).sessions()
+    # as it was (its session.json): the source, and the time of the first frame, exactly
+    assert (session.key, session.source_kind, session.source) == (theirs.key, "file", str(SHORT))
+    assert (session.started_at, session.seconds) == (theirs.started_at, theirs.seconds)
+    assert session.status == "complete"
     assert Archive(home).search("train to london")
 
 

@@ -15,7 +15,7 @@ import soundfile as sf
 from pipeline.archive import Archive
 from pipeline.errors import Interrupted, ProcessDiedError
 
-from .conftest import MEETING, assert_each_sentence_once_in_place, sentences
+from .conftest import MEETING, assert_each_sentence_once_in_place, segment_files, sentences
 
 PIPELINE = [sys.executable, "-m", "pipeline"]
 
@@ -79,7 +79,7 @@ def test_ctrl_c_stops_capture_and_indexes_everything_captured(tmp_path):
     [session] = archive.sessions()
     assert 5 < session.seconds < 20
     assert archive.search("budget meeting starts")
-    files = list((tmp_path / "recordings" / session.key).iterdir())
+    files = segment_files(tmp_path / "recordings" / session.key)
     assert files and all(f.suffix == ".wav" for f in files)  # the open segment was closed
     assert sum(sf.info(str(f)).frames for f in files) == round(session.seconds * 16000)
 
