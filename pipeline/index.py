@@ -158,16 +158,7 @@ class Indexer:
                 for held in self._waiting.pop(msg.key, []):
                     self._write_one(db, held, after)
                 return
-            row = schema.Session(
-                key=msg.key,
-                source_kind=msg.source_kind,
-                source=msg.source,
-                started_at=msg.started_at,
-                rate=msg.rate,
-                channels=msg.channels,
-                status="recording",
-                recorder=self.recorder,
-            )
+            row = session_row(msg, self.recorder)
             db.add(row)
             db.flush()
             self._ids[msg.key] = row.id
@@ -434,6 +425,20 @@ def _has_event(db: DbSession, session_id: int, msg: SessionEvent) -> bool:
             .limit(1)
         )
         is not None
+    )
+
+
+def session_row(started: SessionStarted, recorder: str = "") -> schema.Session:
+    """The database's row for a session that began (the indexer's, or repair's from disk)."""
+    return schema.Session(
+        key=started.key,
+        source_kind=started.source_kind,
+        source=started.source,
+        started_at=started.started_at,
+        rate=started.rate,
+        channels=started.channels,
+        status="recording",
+        recorder=recorder,
     )
 
 

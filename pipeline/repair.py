@@ -37,8 +37,8 @@ from .capture import CHUNK_SECONDS, PART_SUFFIX, fix_wav_header, read_session_fi
 from .compact import COMPACTING_SUFFIX
 from .config import Home
 from .database import db_errors, open_archive
-from .index import Indexer
-from .messages import Audio
+from .index import Indexer, session_row
+from .messages import Audio, SessionStarted
 from .recognize import EngineSpec, Transcriber
 from .segment_file import read_frames
 
@@ -180,27 +180,17 @@ def _new_session(folder: Path, first: Path, db: DbSession, act):
     """A session the database does not know, as its ``session.json`` describes it (a folder
     from before there were such files: its first segment's time and format, source unknown)."""
     said = read_session_file(folder)
-    if said is not None:
-        session = schema.Session(
-            key=said.key,
-            source_kind=said.source_kind,
-            source=said.source,
-            started_at=said.started_at,
-            rate=said.rate,
-            channels=said.channels,
-            status="recording",
-        )
-    else:
+    if said is None:
         info = _info(first)
-        session = schema.Session(
+        said = SessionStarted(
             key=folder.name,
             source_kind="unknown",
             source="(recovered by pipeline repair)",
             started_at=_segment_start(first),
             rate=info.samplerate,
             channels=info.channels,
-            status="recording",
         )
+    session = session_row(said)
     act(
         Action(
             "add-session",
