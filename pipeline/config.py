@@ -54,6 +54,9 @@ class Home:
 
     @property
     def db_path(self) -> Path:
+        """The archive's SQLite file: the home's own, or the one ``db`` names."""
+        if self.db is not None and self.db.startswith("sqlite:///"):
+            return Path(self.db.removeprefix("sqlite:///").split("?", 1)[0])
         return self.root / "db" / DB_FILENAME
 
     @property

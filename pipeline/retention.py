@@ -38,9 +38,11 @@ def recordings_bytes(home: Home) -> int:
 def over_budget(
     home: Home, engine, budget: int, copied: frozenset[str] = frozenset()
 ) -> list[tuple[str, str, int]]:
-    """Finished segments to delete to fit ``budget``: (session key, path, bytes); those
-    with a copy in object storage (or in ``copied``: uploaded, not yet recorded) first,
-    each kind oldest first."""
+    """Finished segments on this disk to delete to fit ``budget``: (session key, path,
+    bytes); those with a copy in object storage (or in ``copied``: uploaded, not yet
+    recorded) first, each kind oldest first. Rows whose file is not here (another
+    recorder's, in a shared archive) are never chosen: deleting them frees nothing here,
+    and marking them deleted would lose their audio for everyone."""
     excess = recordings_bytes(home) - budget
     if excess <= 0:
         return []
@@ -55,7 +57,9 @@ def over_budget(
     rows.sort(key=lambda r: r.remote is None and r.path not in copied)  # stable: by age
     for key, path, _ in rows:
         file = home.recordings / path
-        size = file.stat().st_size if file.exists() else 0
+        if not file.exists():  # another recorder's, in a shared archive: not on this disk
+            continue
+        size = file.stat().st_size
         chosen.append((key, path, size))
         excess -= size
         if excess <= 0:

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session as DbSession
@@ -158,6 +159,12 @@ class RecorderInfo:
     hours: float
 
 
+def _sqlite_bytes(path: Path) -> int:
+    """The SQLite archive's size on disk: the file and its write-ahead log and index."""
+    files = (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
 def collect(home: Home, *, budget: int | None = None, now: datetime | None = None) -> Status:
     now = now or datetime.now(UTC)
     window_start = now - timedelta(hours=COVERAGE_HOURS)
@@ -166,7 +173,7 @@ def collect(home: Home, *, budget: int | None = None, now: datetime | None = Non
     expected = captured = 0.0
     gaps: list[Gap] = []
     recorders: list[RecorderInfo] = []
-    archive, problem, database_bytes = str(home.db_path), None, folder_bytes(home.db_path.parent)
+    archive, problem, database_bytes = str(home.db_path), None, _sqlite_bytes(home.db_path)
     if home.shared or home.db_path.exists():
         engine = open_database(home, readonly=True)
         archive = where(engine)

@@ -162,3 +162,22 @@ def test_no_recording_starts_on_a_nearly_full_disk(cli, small_disk):
     assert result.exit_code == CaptureError.exit_code
     assert "nearly full" in result.stderr and result.stderr.count("\n") == 1
     assert not list((small_disk / "home" / "recordings").iterdir())
+
+
+def test_a_budget_deletes_only_the_audio_on_its_own_disk(tmp_path):
+    """Two recorders share one archive: the studio's budget, which its disk cannot meet
+    (1 byte), deletes all the studio's audio and marks none of the office's deleted."""
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    office = Home(tmp_path / "office", shared, "office")
+    studio = Home(tmp_path / "studio", shared, "studio")
+    ingest([SHORT], office)
+    ingest([MEETING], studio, segment_seconds=10.0, max_disk=1)
+    con = sqlite3.connect(tmp_path / "shared.db")
+    kept = con.execute(
+        "SELECT s.recorder, count(*), count(g.deleted_at) FROM segments AS g "
+        "JOIN sessions AS s ON s.id = g.session_id GROUP BY s.recorder ORDER BY s.recorder"
+    ).fetchall()
+    assert kept[0] == ("office", 1, 0)  # the office's audio: not deleted, not said to be
+    assert kept[1][0] == "studio" and kept[1][1] == kept[1][2] >= 4  # the studio's: all gone
+    hit = Archive(office).search("train to london")[0]
+    assert len(Archive(office).moment(hit.id).frames)  # the office plays it
