@@ -84,7 +84,7 @@ def repair(
             removed = _clean_compaction(home, db, dry_run, act)
             _add_unknown(home, db, dry_run, act, removed)
             if dry_run:  # plan the recognition as if the segments were added, then forget
-                _plan_recognition(db, act)
+                _plan_recognition(db, home, act)
                 db.rollback()
                 return done
             db.commit()
@@ -154,7 +154,7 @@ def _add_unknown(home: Home, db: DbSession, dry_run: bool, act, removed: set[Pat
             continue
         session = db.scalar(select(schema.Session).where(schema.Session.key == folder.name))
         if session is None:
-            session = _new_session(folder, files[0], db, act)
+            session = _new_session(home, folder, files[0], db, act)
         for f in new:
             _add_segment(home, f, session, db, act)
 
@@ -176,7 +176,7 @@ def _info(path: Path):
     return sf.info(str(path if path.exists() or not part.exists() else part))
 
 
-def _new_session(folder: Path, first: Path, db: DbSession, act):
+def _new_session(home: Home, folder: Path, first: Path, db: DbSession, act):
     """A session the database does not know, as its ``session.json`` describes it (a folder
     from before there were such files: its first segment's time and format, source unknown)."""
     said = read_session_file(folder)
@@ -190,7 +190,7 @@ def _new_session(folder: Path, first: Path, db: DbSession, act):
             rate=info.samplerate,
             channels=info.channels,
         )
-    session = session_row(said)
+    session = session_row(said, home.recorder_name)
     act(
         Action(
             "add-session",
@@ -245,10 +245,16 @@ def _segment_start(path: Path) -> datetime:
 # --- audio never indexed --------------------------------------------------------------
 
 
-def _unfinished(db: DbSession) -> list[tuple[schema.Session, int, int]]:
-    """Sessions whose end never reached the indexer: (session, indexed up to, audio end)."""
+def _unfinished(db: DbSession, home: Home) -> list[tuple[schema.Session, int, int]]:
+    """This home's sessions whose end never reached the indexer: (session, indexed up to,
+    audio end). In a shared archive another recorder's session is "recording" while it
+    records; it is not ours to finish: ours have their folder here (or, if none, our name
+    and no audio)."""
     work = []
     for s in db.scalars(select(schema.Session).where(schema.Session.status == "recording")):
+        here = (home.recordings / s.key).is_dir()
+        if not here and (s.recorder != home.recorder_name or s.segments):
+            continue
         indexed_to = (
             db.scalar(
                 select(func.max(schema.Utterance.end)).where(
@@ -271,20 +277,20 @@ def _recognize_action(session: schema.Session, start: int, end: int) -> Action:
     )
 
 
-def _plan_recognition(db: DbSession, act) -> None:
-    for session, start, end in _unfinished(db):
+def _plan_recognition(db: DbSession, home: Home, act) -> None:
+    for session, start, end in _unfinished(db, home):
         act(_recognize_action(session, start, end))
 
 
 def _recognize_unfinished(home: Home, engine, spec: EngineSpec, act) -> None:
     with db_errors(engine), DbSession(engine) as db:
-        work = _unfinished(db)
+        work = _unfinished(db, home)
         db.expunge_all()
     recognizer = None
     for session, start, end in work:
         act(_recognize_action(session, start, end))
         recognizer = recognizer or spec.build()
-        indexer = Indexer(engine)
+        indexer = Indexer(engine, recorder=home.recorder_name)
         indexer.adopt(session)
         transcriber = Transcriber(
             recognizer, session.key, session.rate, session.channels, start=start

@@ -20,6 +20,7 @@ from pipeline.config import Home
 from pipeline.errors import HomeLockedError
 from pipeline.lock import hold, unclean
 from pipeline.repair import repair
+from pipeline.supervisor import ingest
 
 from .conftest import MEETING, SHORT, sentences
 from .test_record import (
@@ -215,3 +216,29 @@ def test_a_power_cut_while_recording_live_loses_at_most_a_second(pulse, tmp_path
     assert -0.5 < lost <= 1.0
     assert Archive(tmp_path).search("train to london")
     assert repair(Home(tmp_path)) == []
+
+
+def test_repair_finishes_only_this_homes_sessions_in_a_shared_archive(tmp_path):
+    """Another recorder's session, live as this one is repaired, is not this repair's to
+    finish: its audio is on the other machine, and it is not over."""
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    office = Home(tmp_path / "office", shared, "office")
+    studio = Home(tmp_path / "studio", shared, "studio")
+    ingest([SHORT], office)
+    con = sqlite3.connect(tmp_path / "shared.db")
+    with con:  # the office is recording now
+        con.execute("UPDATE sessions SET status = 'recording', frames = NULL")
+    ingest([MEETING], studio)
+    with con:  # and the studio crashed before its session's end was indexed
+        con.execute("UPDATE sessions SET status = 'recording' WHERE recorder = 'studio'")
+    actions = repair(studio)
+    assert [a.kind for a in actions] == ["recognize"]
+    assert con.execute("SELECT recorder, status FROM sessions ORDER BY recorder").fetchall() == [
+        ("office", "recording"),
+        ("studio", "complete"),
+    ]
+    events = con.execute(
+        "SELECT s.recorder FROM session_events JOIN sessions AS s "
+        "ON s.id = session_events.session_id WHERE kind = 'crash'"
+    ).fetchall()
+    assert events == [("studio",)]
