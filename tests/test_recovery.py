@@ -135,8 +135,6 @@ def test_a_part_file_whose_header_is_behind_is_fixed(home):
 
 def test_audio_from_another_home_is_adopted(home, tmp_path):
     other = Home(tmp_path / "other")
-    from pipeline.supervisor import ingest
-
     ingest([SHORT], other)
     shutil.copytree(other.recordings, home.recordings, dirs_exist_ok=True)
     actions = repair(home)
