@@ -82,7 +82,7 @@ def plan(
         with db_errors(db_engine), DbSession(db_engine) as db:
             work = Plan(engine)
             for s in _chosen(db, session, since):
-                _plan_session(db, home.recordings, s, work)
+                _plan_session(db, home, s, work)
             return work
     finally:
         db_engine.dispose()
@@ -97,10 +97,14 @@ def _chosen(db: DbSession, session: str | None, since: datetime | None) -> list[
     return list(db.scalars(stmt))
 
 
-def _plan_session(db: DbSession, recordings: Path, s: schema.Session, work: Plan) -> None:
+def _plan_session(db: DbSession, home: Home, s: schema.Session, work: Plan) -> None:
     def skip(reason: str) -> None:
         work.skipped.append(Skipped(s.id, s.key, reason))
 
+    recordings = home.recordings
+    if s.recorder != home.recorder_name and not (recordings / s.key).is_dir():
+        skip(f"recorded by {s.recorder}, whose disk has its audio: reindex it there")
+        return
     if s.status == "recording" or not s.frames:
         skip("still recording, or not repaired after a crash (run `pipeline repair`)")
         return

@@ -29,7 +29,7 @@ from pipeline.recognize import EngineSpec
 from pipeline.reindex import reindex
 from pipeline.supervisor import ingest
 
-from .conftest import MEETING, assert_each_sentence_once_in_place, sentences
+from .conftest import MEETING, SHORT, assert_each_sentence_once_in_place, sentences
 
 
 def korean_model() -> str:
@@ -190,3 +190,25 @@ def test_deleted_audio_is_skipped_and_its_old_words_are_kept(meeting_home, tmp_p
     for s in late:  # heard again by the Korean model, which does not know English
         assert archive.search(s["phrase"]) == []
         assert len(archive.search(s["phrase"], model="pocketsphinx")) == 1
+
+
+def test_another_recorders_sessions_are_left_to_it(tmp_path):
+    """In a shared archive, the office's session is planned on the office; here it is
+    skipped with that reason, and its audio is not counted as deleted."""
+    from pipeline.reindex import plan
+
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    office = Home(tmp_path / "office", shared, "office")
+    studio = Home(tmp_path / "studio", shared, "studio")
+    ingest([SHORT], office)
+    ingest([SHORT], studio)
+    keys = dict(
+        sqlite3.connect(tmp_path / "shared.db").execute("SELECT recorder, key FROM sessions")
+    )
+    work = plan(studio, "vosk:ko")
+    assert [j.session for j in work.jobs] == [keys["studio"]]
+    [skipped] = work.skipped
+    assert skipped.reason == "recorded by office, whose disk has its audio: reindex it there"
+    assert work.deleted_seconds == 0
+    assert skipped.key == keys["office"]
+    assert [j.session for j in plan(office, "vosk:ko").jobs] == [keys["office"]]
