@@ -56,10 +56,10 @@ def over_budget(
         ).all()
     rows.sort(key=lambda r: r.remote is None and r.path not in copied)  # stable: by age
     for key, path, _ in rows:
-        file = home.recordings / path
-        if not file.exists():  # another recorder's, in a shared archive: not on this disk
+        try:
+            size = (home.recordings / path).stat().st_size
+        except FileNotFoundError:  # another recorder's, in a shared archive: not on this disk
             continue
-        size = file.stat().st_size
         chosen.append((key, path, size))
         excess -= size
         if excess <= 0:
