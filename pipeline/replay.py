@@ -93,13 +93,17 @@ def write_clip(frames: np.ndarray, rate: int, out: Path) -> Path:
 def play(frames: np.ndarray, rate: int) -> None:
     """Play frames on the default output device and wait until they are done."""
     try:
-        import sounddevice as sd
-
+        import sounddevice as sd  # OSError when libportaudio is missing
+    except OSError as exc:
+        raise _cannot_play(exc) from exc
+    try:
         sd.play(frames, rate)
         sd.wait()
-    except (OSError, Exception) as exc:  # PortAudioError, missing libportaudio, no device
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise ReplayError(
-            f"cannot play audio here ({exc}); save the moment with `pipeline clip ID -o FILE.wav`"
-        ) from exc
+    except (OSError, sd.PortAudioError) as exc:  # no sound server, no output device
+        raise _cannot_play(exc) from exc
+
+
+def _cannot_play(exc: Exception) -> ReplayError:
+    return ReplayError(
+        f"cannot play audio here ({exc}); save the moment with `pipeline clip ID -o FILE.wav`"
+    )

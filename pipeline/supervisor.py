@@ -580,10 +580,10 @@ def _final_upkeep(home: Home, upkeep: Upkeep) -> None:
 
 
 def _supervise(children, stop, index_q, report_q, report, notify) -> None:
-    children.start()
-    signals = _Signals.install()
+    signals = _Signals.install()  # first: a Ctrl+C while children start stops them too
     try:
-        _watch(children, report_q, stop, report, notify)
+        children.start()
+        _watch(children, report_q, stop, report, notify, signals)
     except BaseException:
         _abort(children, stop, index_q)
         raise
@@ -597,6 +597,12 @@ class _Signals:
     """While a run lasts: SIGTERM stops it the way Ctrl+C does, and SIGINTs closer
     together than :data:`SAME_CTRL_C_SECONDS` are one Ctrl+C.
 
+    The first stop only raises a flag that :func:`_watch` reads between reports. An
+    exception raised from the handler would land wherever the main thread happened to
+    be (relaying a report, restarting a child) and end the run as a second Ctrl+C does;
+    nor may the handler set the stop event itself, whose lock the main thread may be
+    holding. A second stop raises :class:`KeyboardInterrupt`: that one is meant to cut.
+
     ``uv run``, when not on a terminal, relays to its child, 200 ms later, the SIGINT
     that its process group got too (uv PRs 13925 and 13018). Taken for a second Ctrl+C,
     it would end the run at once; arriving after the run, it would interrupt the
@@ -607,6 +613,7 @@ class _Signals:
 
     def __init__(self, previous: dict) -> None:
         self.previous = previous
+        self.stops = 0  # stops asked for, by SIGINT or SIGTERM
         self.last = -math.inf  # the last SIGINT taken, monotonic seconds
 
     @classmethod
@@ -624,7 +631,9 @@ class _Signals:
             if now - self.last < SAME_CTRL_C_SECONDS:
                 return  # the same Ctrl+C, relayed
             self.last = now
-        raise KeyboardInterrupt
+        self.stops += 1
+        if self.stops > 1:
+            raise KeyboardInterrupt
 
     def restore(self) -> None:
         if not self.previous:
@@ -634,22 +643,17 @@ class _Signals:
             signal.signal(signum, handler)
 
 
-def _watch(children, report_q, stop, report: RunReport, notify) -> None:
+def _watch(children, report_q, stop, report: RunReport, notify, signals: _Signals) -> None:
     """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
-    interrupts = 0
     beat = time.monotonic()
     while True:
+        if signals.stops and not report.interrupted:
+            report.interrupted = True
+            stop.set()  # capture closes its segment; STOP drains the chain
         try:
             msg = report_q.get(timeout=REPORT_POLL_SECONDS)
         except queue.Empty:
             msg = None
-        except KeyboardInterrupt:
-            interrupts += 1
-            report.interrupted = True
-            stop.set()  # capture closes its segment; STOP drains the chain
-            if interrupts > 1:
-                raise
-            continue
         if time.monotonic() - beat >= REPORT_POLL_SECONDS:  # even while messages flow
             beat = time.monotonic()
             children.check()

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
 from pipeline.archive import Archive
@@ -94,6 +95,29 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     assert Archive(tmp_path).search("budget meeting starts")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_report_is_relayed_still_stops_cleanly(tmp_path, sig):
+    """The signal lands inside ``on_event``, where the supervisor relays a report (CI once
+    caught a SIGINT there: it ended the run as a second Ctrl+C does, exit 130)."""
+    from pipeline.config import Home
+    from pipeline.messages import Level
+    from pipeline.supervisor import ingest
+
+    sent = []
+
+    def signal_mid_report(event) -> None:
+        if isinstance(event, Level) and event.seconds > 6 and not sent:
+            sent.append(event.seconds)
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)  # the handler runs here, inside the relaying of a report
+
+    report = ingest([MEETING], Home(tmp_path), realtime=True, on_event=signal_mid_report)
+    assert sent and report.interrupted
+    [session] = Archive(tmp_path).sessions()
+    assert session.status == "complete" and sent[0] < session.seconds < 20
+    assert Archive(tmp_path).search("budget meeting starts")
+
+
 def test_a_killed_recognizer_is_restarted_and_no_word_is_lost(tmp_path):
     proc = start_ingest(tmp_path)
     kids = wait_for_children(proc.pid)
@@ -145,10 +169,6 @@ def test_a_killed_indexer_is_restarted_and_no_word_is_lost(tmp_path):
 
 
 def test_a_child_that_keeps_dying_ends_the_run(tmp_path, monkeypatch):
-    import threading
-
-    import pytest
-
     from pipeline import supervisor
     from pipeline.config import Home
 
