@@ -47,6 +47,7 @@ class SessionInfo:
     utterances: int
     words: int
     status: str
+    recorder: str  # the machine that recorded it, whose disk has its audio
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,7 @@ class Archive:
                     utts,
                     words,
                     s.status,
+                    s.recorder,
                 )
                 for s, segs, utts, words in db.execute(stmt)
             ]

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -104,7 +105,7 @@ app = typer.Typer(
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-WIDE_TERMINAL = 100  # columns from which a search's table also says where the audio is
+WIDE_TERMINAL = 100  # columns from which tables show their less needed columns too
 
 HomeOption = Annotated[
     Path | None,
@@ -741,7 +742,7 @@ def search(
     if fuzzy:
         table.add_column("heard", ratio=1)
         table.add_column("score", justify="right")
-    machines = len({h.recorder for h in hits}) > 1 or archive.home.shared
+    machines = _many_machines(archive, (h.recorder for h in hits))
     for h in hits:
         where = (
             f"{Path(h.segment).name} @ {_clock(h.segment_offset)}" if h.segment else "(no audio)"
@@ -753,6 +754,11 @@ def search(
         cells = [str(h.id), _local(h.at), str(h.session_id), *([where] if wide else [])]
         table.add_row(*cells, text, *score)
     out.print(table)
+
+
+def _many_machines(archive: Archive, recorders: Iterable[str]) -> bool:
+    """Does a table say which machine recorded each row (whose disk has its audio)?"""
+    return archive.home.shared or len(set(recorders)) > 1
 
 
 def _no_match(
@@ -887,7 +893,8 @@ def sessions(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List what has been recorded or ingested, newest first."""
-    rows = Archive(_home(home, db)).sessions()
+    archive = Archive(_home(home, db))
+    rows = archive.sessions()
     if as_json:
         out.print_json(
             json.dumps(
@@ -895,21 +902,28 @@ def sessions(
             )
         )
         return
+    # counts of utterances and segments matter less than which file or device: on a
+    # narrow terminal they would squeeze its name into a few letters a line
+    wide = out.width >= WIDE_TERMINAL
+    machines = _many_machines(archive, (r.recorder for r in rows))
+    names = ["id", "started", "length", *(["recorder"] if machines else []), "source"]
+    names += ["utts", "words", "segs", "status"] if wide else ["words", "status"]
     table = Table(header_style="bold")
-    for name in ("id", "started", "length", "source", "utts", "words", "segs", "status"):
+    for name in names:
         table.add_column(name, no_wrap=name != "source", overflow="fold")
     for r in rows:
-        source = Path(r.source).name if r.source_kind == "file" else r.source
-        table.add_row(
-            str(r.id),
-            _local(r.started_at),
-            _duration(r.seconds),
-            source,
-            str(r.utterances),
-            str(r.words),
-            str(r.segments),
-            r.status,
-        )
+        cells = {
+            "id": str(r.id),
+            "started": _local(r.started_at),
+            "length": _duration(r.seconds),
+            "recorder": r.recorder,
+            "source": Path(r.source).name if r.source_kind == "file" else r.source,
+            "utts": str(r.utterances),
+            "words": str(r.words),
+            "segs": str(r.segments),
+            "status": r.status,
+        }
+        table.add_row(*(cells[name] for name in names))
     out.print(table)
 
 

@@ -138,6 +138,32 @@ def test_cli_ingest_prints_one_line_per_file(cli, home):
     assert "1 session, 0.00 h, 9 words" in status  # counted as said, here too
 
 
+def test_sessions_lists_each_file_with_its_counts(cli, home, tmp_path):
+    lecture = tmp_path / "2026-11-03 Introduction to Linear Algebra, lecture 4.wav"
+    shutil.copy(SHORT, lecture)
+    ingest([lecture], home)
+    wide = cli("sessions", "--home", home.root)
+    assert wide.exit_code == 0, wide.output
+    lines = wide.stdout.splitlines()
+    header, row = lines[1].split("┃")[1:-1], lines[3].split("│")[1:-1]
+    cells = dict(zip((h.strip() for h in header), (c.strip() for c in row), strict=True))
+    assert cells["source"] == lecture.name  # the file's name, not its folder
+    assert (cells["utts"], cells["words"], cells["segs"], cells["status"]) == (
+        "1",
+        "9",
+        "1",
+        "complete",
+    )
+    assert "recorder" not in cells  # one machine: no need to say which
+
+    from pipeline import cli as module
+
+    module.out.width = 80  # the counts that matter less make room for the file's name
+    narrow = cli("sessions", "--home", home.root).stdout
+    assert "utts" not in narrow and "segs" not in narrow and "words" in narrow
+    assert "Introduction to" in narrow and "Linear Algebra," in narrow
+
+
 # --- several files at once ---------------------------------------------------------
 
 

@@ -305,6 +305,8 @@ def test_four_recorders_write_into_one_archive_and_everyone_finds_everything(pg_
     assert [h.recorder for h in archive.search("train to london", recorder="lab-2")] == ["lab-2"]
     result = cli("search", "train to london", "--db", pg_url, "--recorder", "kitchen", "--json")
     assert result.exit_code == 0 and '"recorder": "kitchen"' in result.stdout
+    listing = cli("sessions", "--db", pg_url).stdout  # each session says which machine
+    assert all(f"│ {n} " in listing for n in names), listing
     status = cli("status", "--db", pg_url, "--home", tmp_path / "office-pc", "--json")
     import json
 
