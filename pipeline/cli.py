@@ -850,8 +850,10 @@ def play(
     before: Before = DEFAULT_PADDING_SECONDS,
     after: After = DEFAULT_PADDING_SECONDS,
 ) -> None:
-    """Play a moment through the default output device (fetched from the recorder that
-    has it, if that is another machine)."""
+    """Play a moment through the default output device.
+
+    In a shared archive, a moment recorded on another machine is fetched from that
+    recorder (its `pipeline serve`)."""
     archive = _archive(home, db)
     m = archive.moment(hit_id, before=before, after=after)
     out.print(
@@ -1281,8 +1283,9 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Search and listen in the browser: a local web page, until Ctrl+C; on a shared
-    archive, also this recorder's audio for the other machines."""
+    """Search and listen in the browser: a local web page, until Ctrl+C.
+
+    On a shared archive it also serves this recorder's audio to the other machines."""
     from .remote import TOKEN_FILE_NAME, server_token
     from .web import WebServer, is_loopback  # Starlette and uvicorn load only for this command
 
@@ -1337,8 +1340,10 @@ def db_upgrade(home: HomeOption = None, db: DbOption = None) -> None:
 
 @db_app.command("flush")
 def db_flush(home: HomeOption = None, db: DbOption = None) -> None:
-    """Write the index writes that wait in this home's spool (kept while a shared archive
-    was out of reach) into the archive now; a running recorder does it by itself."""
+    """Write the words waiting in this home's spool into the archive now.
+
+    The spool keeps the index's writes while a shared archive is out of reach; a
+    running recorder flushes it by itself once the archive is back."""
     from .spool import flush
 
     written, _ = flush(_home(home, db))
@@ -1365,9 +1370,10 @@ def db_copy(
     home: HomeOption = None,
     recorder: RecorderOption = None,
 ) -> None:
-    """Copy every session (words, times, transcripts, segments) into another archive;
-    sessions it has already are skipped, so an interrupted copy carries on when run again.
-    The audio stays on this machine's disk."""
+    """Copy every session (words, times, transcripts, segments) into another archive.
+
+    Sessions it has already are skipped, so an interrupted copy carries on when run
+    again. The audio stays on this machine's disk."""
     from .database import open_database, where
     from .dbcopy import copy_archive
 

@@ -347,6 +347,25 @@ def test_every_hit_points_into_the_segment_that_holds_it(meeting_home):
     assert crossed  # some hits lie in a later segment than their utterance's start
 
 
+@pytest.mark.parametrize("group", ["", "models", "db", "config", "service"])
+def test_the_command_list_gives_each_command_a_one_line_summary(cli, monkeypatch, group):
+    """At 200 columns nothing needs wrapping: a summary on two lines is a docstring whose
+    first paragraph was wrapped in the source (shown with its line break)."""
+    from typer import rich_utils
+
+    from pipeline.cli import app
+
+    monkeypatch.setattr(rich_utils, "MAX_WIDTH", 200)
+    typer_app = next((g.typer_instance for g in app.registered_groups if g.name == group), app)
+    names = {c.name or c.callback.__name__ for c in typer_app.registered_commands}
+    names |= {g.name for g in typer_app.registered_groups}
+    lines = cli(*filter(None, [group]), "--help").stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Commands" in line)
+    end = next(i for i, line in enumerate(lines) if i > start and line.startswith("╰"))
+    listed = [line.strip("│ ").split()[0] for line in lines[start + 1 : end]]
+    assert sorted(listed) == sorted(names), lines[start:end]
+
+
 def test_every_commands_help_shows_flags_as_flags(cli):
     """A flag takes no value, so --help gives it none (typer 0.29 showed `--json <bool>`),
     while an option that takes one names its kind."""
