@@ -852,8 +852,7 @@ def play(
 ) -> None:
     """Play a moment through the default output device.
 
-    In a shared archive, a moment recorded on another machine is fetched from that
-    recorder (its `pipeline serve`)."""
+    A moment recorded on another machine is fetched from its `pipeline serve`."""
     archive = _archive(home, db)
     m = archive.moment(hit_id, before=before, after=after)
     out.print(
@@ -1342,8 +1341,7 @@ def db_upgrade(home: HomeOption = None, db: DbOption = None) -> None:
 def db_flush(home: HomeOption = None, db: DbOption = None) -> None:
     """Write the words waiting in this home's spool into the archive now.
 
-    The spool keeps the index's writes while a shared archive is out of reach; a
-    running recorder flushes it by itself once the archive is back."""
+    They wait there while a shared archive is away; a running recorder sends them itself."""
     from .spool import flush
 
     written, _ = flush(_home(home, db))
@@ -1372,8 +1370,9 @@ def db_copy(
 ) -> None:
     """Copy every session (words, times, transcripts, segments) into another archive.
 
-    Sessions it has already are skipped, so an interrupted copy carries on when run
-    again. The audio stays on this machine's disk."""
+    Sessions it has are skipped: an interrupted copy carries on when run again.
+
+    The audio stays on this machine's disk."""
     from .database import open_database, where
     from .dbcopy import copy_archive
 

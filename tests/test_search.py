@@ -351,6 +351,8 @@ def test_every_hit_points_into_the_segment_that_holds_it(meeting_home):
 def test_the_command_list_gives_each_command_a_one_line_summary(cli, monkeypatch, group):
     """At 200 columns nothing needs wrapping: a summary on two lines is a docstring whose
     first paragraph was wrapped in the source (shown with its line break)."""
+    import inspect
+
     from typer import rich_utils
 
     from pipeline.cli import app
@@ -364,6 +366,10 @@ def test_the_command_list_gives_each_command_a_one_line_summary(cli, monkeypatch
     end = next(i for i, line in enumerate(lines) if i > start and line.startswith("╰"))
     listed = [line.strip("│ ").split()[0] for line in lines[start + 1 : end]]
     assert sorted(listed) == sorted(names), lines[start:end]
+    # and in a command's own help, typer shows every line break of its docstring too
+    for command in typer_app.registered_commands:
+        paragraphs = inspect.cleandoc(command.callback.__doc__).split("\n\n")
+        assert not [p for p in paragraphs if "\n" in p], command.callback.__name__
 
 
 def test_every_commands_help_shows_flags_as_flags(cli):
