@@ -333,7 +333,7 @@ def _check_spool(report, home: Home) -> None:
     state = report.archive
     if state is not None and state.waiting:
         raise ArchiveUnreachableError(
-            f"{counted(state.waiting, 'batch', 'batches')} of index writes wait in "
+            f"{counted(state.waiting, 'batch')} of index writes wait in "
             f"{home.root / SPOOL_NAME}: "
             f"{' '.join(state.reason.split())}; the next run writes them, or "
             "`pipeline db flush` once the archive is back"
@@ -1346,7 +1346,7 @@ def db_flush(home: HomeOption = None, db: DbOption = None) -> None:
 
     written, _ = flush(_home(home, db))
     out.print(
-        f"wrote {counted(written, 'batch', 'batches')} of spooled index writes into the archive"
+        f"wrote {counted(written, 'batch')} of spooled index writes into the archive"
         if written
         else "the spool is empty: everything is in the archive",
         markup=False,

@@ -151,9 +151,11 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
+def counted(n: int, noun: str) -> str:
     """``n`` of a noun as said: "1 batch", "2 batches", "12,040 words"."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n:,} {noun}{'es' if noun.endswith(('ch', 'sh', 's', 'x')) else 's'}"
 
 
 def _size(n: int) -> str:

@@ -28,7 +28,7 @@ def render_status(st: Status) -> Group:
         grid.add_row(
             "spool",
             Text(
-                f"{counted(st.spool_waiting, 'batch', 'batches')} of index writes wait here "
+                f"{counted(st.spool_waiting, 'batch')} of index writes wait here "
                 f"for the archive{since}",
                 style="yellow",
             ),
