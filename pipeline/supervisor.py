@@ -698,9 +698,12 @@ def _check_alive(procs: dict[str, mp.Process]) -> None:
 def _abort(children: Children, stop, index_q) -> None:
     """Something failed: stop capture, let the indexer commit what it has, end the rest."""
     stop.set()
-    for lane in children.lanes:
-        children.procs[lane.capture].join(ABORT_SECONDS)
+    started = {name: p for name, p in children.procs.items() if p.pid is not None}
+    for lane in children.lanes:  # (the start itself may be what failed)
+        if lane.capture in started:
+            started[lane.capture].join(ABORT_SECONDS)
     for producer in children.producers:  # stand in for producers that will never send STOP
         index_q.put(Stop(producer))
-    children.procs["indexer"].join(ABORT_SECONDS)
-    shut_down(children.procs.values(), join_seconds=0)
+    if "indexer" in started:
+        started["indexer"].join(ABORT_SECONDS)
+    shut_down(started.values(), join_seconds=0)
