@@ -580,7 +580,7 @@ def _final_upkeep(home: Home, upkeep: Upkeep) -> None:
 
 
 def _supervise(children, stop, index_q, report_q, report, notify) -> None:
-    signals = _Signals.install()  # first: a Ctrl+C while children start stops them too
+    signals = _Signals.install()  # before the start: no signal may raise outside the try
     try:
         children.start()
         _watch(children, report_q, stop, report, notify, signals)
