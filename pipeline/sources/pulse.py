@@ -10,6 +10,11 @@ nothing changes.
 
 System audio is the *monitor* of the default sink, looked up at start and
 whenever the default changes, never a hard-coded name.
+
+``parec`` and ``pactl subscribe`` run in a session of their own. A terminal's
+Ctrl+C reaches its whole process group, and parec exits on SIGINT: the capture
+would record the device as lost, and reconnect, at every stop. The capture
+process ends them itself (and if it dies, parec dies of SIGPIPE at its next write).
 """
 
 from __future__ import annotations
@@ -225,6 +230,7 @@ class ParecStream:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the module docstring says why
         )
         self._fd = self._proc.stdout.fileno()
         try:  # a device that is busy, gone or forbidden makes parec give up at once
@@ -264,6 +270,7 @@ class _Subscription:
                 stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
                 text=True,
+                start_new_session=True,  # the module docstring says why
             )
         except OSError as exc:
             log.info("cannot watch the sound server for device changes: %s", exc)
