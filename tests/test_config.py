@@ -109,6 +109,9 @@ def test_the_installed_unit_runs_this_pipeline_and_systemd_accepts_it(cli, tmp_p
     assert result.exit_code == 0 and "systemctl --user enable --now pipeline" in result.output
     text = unit.read_text()
     assert f"ExecStart={Path(sys.executable).parent / 'pipeline'} record --quiet" in text
+    # systemd stops it with SIGTERM to the supervisor alone, which stops the run cleanly
+    # (test_supervisor, test_record); sent to all its processes it would cut them short
+    assert "\nKillMode=mixed\n" in text and "\nKillSignal=SIGTERM\n" in text
     checked = systemd_verify(unit, tmp_path, tmp_path / "run")
     assert checked.returncode == 0 and checked.stderr == "", checked.stderr
 
