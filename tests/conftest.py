@@ -126,9 +126,19 @@ def cli():
 @pytest.fixture(scope="session")
 def pulse(tmp_path_factory) -> Pulse:
     """A real PulseAudio server (null sinks `speakers`, `headphones`, mic `testmic`)."""
+    yield from running_pulse(tmp_path_factory.mktemp("xdg"))
+
+
+@pytest.fixture
+def own_pulse(tmp_path_factory) -> Pulse:
+    """A server of this test's own, to stop and start in the middle of a recording."""
+    yield from running_pulse(tmp_path_factory.mktemp("xdg"))
+
+
+def running_pulse(runtime: Path):
+    """Start a private PulseAudio daemon in ``runtime``, point clients at it, yield it."""
     if shutil.which("pulseaudio") is None:
         pytest.skip("PulseAudio is not installed here (.ci/run installs it)")
-    runtime = tmp_path_factory.mktemp("xdg")
     runtime.chmod(0o700)
     server = Pulse(runtime)
     patch = pytest.MonkeyPatch()

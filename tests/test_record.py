@@ -133,6 +133,30 @@ def test_capture_follows_a_switch_of_the_default_output(pulse, tmp_path):
     assert session.started_at.timestamp() + switch[0][2] - switched < 2.0
 
 
+def test_capture_comes_back_after_the_sound_server_restarts_and_follows_it_again(
+    own_pulse, tmp_path
+):
+    """A restart of the server (an update, a crash) ends parec and the watch on its
+    defaults; both come back, and an output chosen after it is followed."""
+    proc = start_record(tmp_path, "--duration", "24")
+    wait_until_recording(own_pulse)
+    own_pulse.stop()
+    time.sleep(2.0)
+    own_pulse.start()
+    own_pulse.run("pactl", "set-default-sink", "headphones")
+    wait_until_recording(own_pulse)
+    time.sleep(2.0)
+    began = own_pulse.play(SHORT, "headphones")
+    finish(proc)
+    [hit] = Archive(tmp_path).search("train to london")
+    assert heard_when_played(hit.at, began)
+    kinds = [(kind, detail) for kind, detail, _, _ in events(tmp_path)]
+    assert ("device_lost", "speakers.monitor stopped delivering audio") in kinds
+    assert any(k == "device_switch" and d.endswith("headphones.monitor") for k, d in kinds)
+    [session] = Archive(tmp_path).sessions()
+    assert session.seconds == pytest.approx(24.0, abs=0.01)  # the outage is a gap in it
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_cleanly_and_keeps_everything(pulse, tmp_path, sig):
     proc = start_record(tmp_path)

@@ -27,6 +27,7 @@ import select
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 
 from ..errors import CaptureError
@@ -39,6 +40,7 @@ PACTL_TIMEOUT_SECONDS = 5.0
 READ_BYTES = 8192  # per read from parec's pipe; parec delivers every LATENCY_MSEC
 LATENCY_MSEC = 50
 STARTUP_SECONDS = 0.2  # parec fails within this when it cannot record a device
+RESUBSCRIBE_SECONDS = 1.0  # between attempts to watch a sound server that went away
 _SPEC = re.compile(r"(\w+) (\d+)ch (\d+)Hz")
 # "Event 'change' on server #0" is a change of default; a sink or source coming or
 # going may make a new default too. Streams ("sink-input") coming and going do not.
@@ -259,30 +261,57 @@ class ParecStream:
 
 
 class _Subscription:
-    """``pactl subscribe`` on a thread: calls ``on_change`` when the server's defaults change."""
+    """``pactl subscribe`` on a thread: calls ``on_change`` when the server's defaults change.
+
+    A sound server that restarts (an update, a crash: PipeWire's are common) ends the
+    subscription with it. It is started again every RESUBSCRIBE_SECONDS until it holds,
+    and ``on_change`` is called each time, since the server may be back with other
+    defaults; otherwise a switch of output after the restart would go unheard.
+    """
 
     def __init__(self, on_change) -> None:
         self._on_change = on_change
-        try:
-            self._proc = subprocess.Popen(
-                [_tool("pactl"), "subscribe"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                start_new_session=True,  # the module docstring says why
-            )
-        except OSError as exc:
-            log.info("cannot watch the sound server for device changes: %s", exc)
-            return
-        threading.Thread(target=self._run, daemon=True, name="pactl subscribe").start()
+        self._lock = threading.Lock()  # between close() and starting another pactl
+        self._closed = False
+        self._proc: subprocess.Popen | None = None
+        if self._start() is not None:
+            threading.Thread(target=self._run, daemon=True, name="pactl subscribe").start()
+
+    def _start(self) -> subprocess.Popen | None:
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                self._proc = subprocess.Popen(
+                    [_tool("pactl"), "subscribe"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    start_new_session=True,  # the module docstring says why
+                )
+            except OSError as exc:
+                log.info("cannot watch the sound server for device changes: %s", exc)
+                return None
+            return self._proc
 
     def _run(self) -> None:
-        for line in self._proc.stdout:
-            if _DEFAULTS_MAY_CHANGE.search(line):
+        proc = self._proc
+        while proc is not None:
+            for line in proc.stdout:
+                if _DEFAULTS_MAY_CHANGE.search(line):
+                    self._on_change()
+            proc.wait()
+            proc.stdout.close()
+            time.sleep(RESUBSCRIBE_SECONDS)
+            proc = self._start()
+            if proc is not None:
+                log.info("watching the sound server again")
                 self._on_change()
 
     def close(self) -> None:
-        if getattr(self, "_proc", None) is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait()
+        with self._lock:
+            self._closed = True
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.terminate()
+                self._proc.wait()
