@@ -5,12 +5,12 @@
     capture ──audio_q──▶ recognizer ──┐
        └──────────────index_q─────────┴──▶ indexer ──report_q──▶ supervisor
 
-Children are started with the ``spawn`` context and ignore SIGINT: the
-supervisor owns signals. The first Ctrl+C asks capture to stop; STOP then
-travels down the chain so everything captured is recognized and committed.
-A second Ctrl+C (not one relayed within half a second: :class:`_Signals`), or a
-child that dies, ends the run at once; finished segments and committed words are
-kept either way.
+Children are started with the ``spawn`` context, ignore SIGINT and SIGHUP,
+and die with the supervisor: it owns signals. The first Ctrl+C (or SIGTERM, or
+the terminal hanging up) asks capture to stop; STOP then travels down the chain
+so everything captured is recognized and committed. A second Ctrl+C (not one
+relayed within half a second: :class:`_Signals`), or a child that dies, ends the
+run at once; finished segments and committed words are kept either way.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import functools
 import logging
 import math
 import multiprocessing as mp
+import os
 import queue
 import signal
 import threading
@@ -50,7 +51,7 @@ from .messages import (
     Working,
 )
 from .objectstore import Bucket, ObjectStore, upload
-from .process import TERMINATE_SECONDS, shut_down, start_children
+from .process import TERMINAL_SIGNALS, TERMINATE_SECONDS, shut_down, start_children
 from .recognize import EngineSpec, recognizer_process
 from .repair import repair
 from .retention import enforce
@@ -594,8 +595,10 @@ def _supervise(children, stop, index_q, report_q, report, notify) -> None:
 
 
 class _Signals:
-    """While a run lasts: SIGTERM stops it the way Ctrl+C does, and SIGINTs closer
-    together than :data:`SAME_CTRL_C_SECONDS` are one Ctrl+C.
+    """While a run lasts: SIGTERM, and the terminal hanging up (SIGHUP: its window
+    closed, an ssh connection lost), stop it the way Ctrl+C does; SIGINTs closer
+    together than :data:`SAME_CTRL_C_SECONDS` are one Ctrl+C. After a hang-up what
+    is still printed goes to /dev/null: written to the lost terminal it would fail.
 
     The first stop only raises a flag that :func:`_watch` reads between reports. An
     exception raised from the handler would land wherever the main thread happened to
@@ -613,7 +616,8 @@ class _Signals:
 
     def __init__(self, previous: dict) -> None:
         self.previous = previous
-        self.stops = 0  # stops asked for, by SIGINT or SIGTERM
+        self.stops = 0  # stops asked for, by SIGINT, SIGTERM or SIGHUP
+        self.why = ""  # the first stop's signal, for the log
         self.last = -math.inf  # the last SIGINT taken, monotonic seconds
 
     @classmethod
@@ -621,7 +625,7 @@ class _Signals:
         signals = cls({})
         if threading.current_thread() is threading.main_thread():
             signals.previous = {
-                s: signal.signal(s, signals._interrupt) for s in (signal.SIGINT, signal.SIGTERM)
+                s: signal.signal(s, signals._interrupt) for s in (signal.SIGTERM, *TERMINAL_SIGNALS)
             }
         return signals
 
@@ -631,7 +635,10 @@ class _Signals:
             if now - self.last < SAME_CTRL_C_SECONDS:
                 return  # the same Ctrl+C, relayed
             self.last = now
+        elif signum == getattr(signal, "SIGHUP", None):
+            _lose_the_terminal()
         self.stops += 1
+        self.why = self.why or signal.Signals(signum).name
         if self.stops > 1:
             raise KeyboardInterrupt
 
@@ -643,11 +650,20 @@ class _Signals:
             signal.signal(signum, handler)
 
 
+def _lose_the_terminal() -> None:
+    """Point stdout and stderr at /dev/null: the terminal they wrote to is gone."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def _watch(children, report_q, stop, report: RunReport, notify, signals: _Signals) -> None:
     """Relay the children's reports until the indexer finishes; fail fast if a child dies."""
     beat = time.monotonic()
     while True:
         if signals.stops and not report.interrupted:
+            log.info("%s: stopping the run", signals.why)
             report.interrupted = True
             stop.set()  # capture closes its segment; STOP drains the chain
         try:

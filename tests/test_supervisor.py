@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -21,19 +24,12 @@ from .conftest import MEETING, assert_each_sentence_once_in_place, segment_files
 PIPELINE = [sys.executable, "-m", "pipeline"]
 
 
+INGEST_ARGS = ["ingest", "--realtime", "--segment-seconds", "5", str(MEETING)]
+
+
 def start_ingest(home: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            *PIPELINE,
-            "ingest",
-            "--realtime",
-            "--segment-seconds",
-            "5",
-            "--home",
-            str(home),
-            str(MEETING),
-            *extra,
-        ],
+        [*PIPELINE, *INGEST_ARGS, "--home", str(home), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -116,6 +112,67 @@ def test_a_signal_while_a_report_is_relayed_still_stops_cleanly(tmp_path, sig):
     [session] = Archive(tmp_path).sessions()
     assert session.status == "complete" and sent[0] < session.seconds < 20
     assert Archive(tmp_path).search("budget meeting starts")
+
+
+def test_closing_the_terminal_stops_like_ctrl_c(tmp_path):
+    """The terminal hangs up (its window closed, ssh lost): SIGHUP reaches the whole
+    process group. The run stops cleanly, and what it still prints goes nowhere."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: pipeline on the terminal, as its session leader
+        os.execv(sys.executable, [*PIPELINE, *INGEST_ARGS, "--home", str(tmp_path)])
+    shown = threading.Event()
+    reading = threading.Thread(target=read_until_set, args=(terminal, shown), daemon=True)
+    reading.start()
+    wait_for_children(pid)
+    time.sleep(7)  # the first sentence (2.0–4.6 s) has been played
+    shown.set()
+    reading.join()
+    os.close(terminal)  # the hang-up
+    assert exit_code(pid, timeout=60) == Interrupted.exit_code
+    [session] = Archive(tmp_path).sessions()
+    assert session.status == "complete" and 5 < session.seconds < 20
+    assert Archive(tmp_path).search("budget meeting starts")
+    assert not list((tmp_path / "recordings").glob("*/*.part"))
+    assert "SIGHUP: stopping the run" in (tmp_path / "logs" / "pipeline.log").read_text()
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path):
+    """Left alone, a capture would record on for ever, beside the next run's."""
+    proc = start_ingest(tmp_path)
+    kids = wait_for_children(proc.pid)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in kids.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [name for name, pid in kids.items() if alive(pid)]
+
+
+def read_until_set(fd: int, done: threading.Event) -> None:
+    """Keep a terminal's output flowing (a full one would block its writer)."""
+    while not done.is_set():
+        if select.select([fd], [], [], 0.1)[0]:
+            with contextlib.suppress(OSError):
+                os.read(fd, 65536)
+
+
+def exit_code(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"pid {pid} did not exit within {timeout} s")
+
+
+def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_killed_recognizer_is_restarted_and_no_word_is_lost(tmp_path):
