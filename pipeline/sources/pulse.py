@@ -180,6 +180,7 @@ class PulseOpener:
         self.rate = rate
         self.channels = channels
         self._default: str | None = None
+        self._unanswered = False  # the last question to the server went unanswered
         self._lock = threading.Lock()
         self._refresh()
         self._watcher = _Subscription(self._refresh)
@@ -196,8 +197,11 @@ class PulseOpener:
             else:
                 default = info.get("default_source_name")
         except CaptureError as exc:
-            log.info("cannot ask the sound server for its defaults: %s", exc)
-            default = None
+            if not self._unanswered:  # once, not at each retry while the server is away
+                log.info("cannot ask the sound server for its defaults: %s", exc)
+            self._unanswered, default = True, None
+        else:
+            self._unanswered = False
         with self._lock:
             self._default = default
 
@@ -306,7 +310,6 @@ class _Subscription:
             time.sleep(RESUBSCRIBE_SECONDS)
             proc = self._start()
             if proc is not None:
-                log.info("watching the sound server again")
                 self._on_change()
 
     def close(self) -> None:
